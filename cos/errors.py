@@ -1,0 +1,22 @@
+"""Project-wide errors. Every error a user can cause derives from :class:`CosError`."""
+
+from __future__ import annotations
+
+import os
+
+
+class CosError(Exception):
+    """Base class of the errors raised by the ``cos`` package."""
+
+
+class VideoDecodeError(CosError):
+    """A video could not be read. The message names the path and the cause."""
+
+    def __init__(self, path: str | os.PathLike, cause: str):
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"cannot decode video {self.path!r}: {cause}")
+
+
+class ConfigError(CosError, ValueError):
+    """An option has an invalid value or name; the message lists what is valid."""
