@@ -1,0 +1,257 @@
+"""One sample through Chain-of-Shot: sample → shots → score → ground → compose → co-reason.
+
+The pipeline drives any :class:`cos.protocol.VideoLM`. Frames are decoded once and every sampled
+frame goes through the vision tower once; the positive and negative videos gather those features by
+index (plus one black frame when Eq. 7 needs it). With α = 0 (nothing relevant, or the ``uniform``
+scorer) co-reasoning reduces to the plain baseline, and the pipeline runs exactly the baseline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from cos.compose import BLACK, gather_features, negative_map, positive_map, resolve_alpha
+from cos.decoding import co_reasoning_generate
+from cos.errors import ConfigError
+from cos.grounding import binary_code, summary
+from cos.protocol import VideoLM
+from cos.scoring import ShotScorer
+from cos.shots import make_mosaics
+from cos.trace import StageTimer
+
+METHODS = ("cos", "uniform")
+
+
+@dataclass
+class GenerationOptions:
+    """Decoding options shared by the baseline and CoS (CoS is greedy only)."""
+
+    max_new_tokens: int = 16
+    do_sample: bool = False
+    temperature: float = 0.0
+    top_p: float | None = None
+    num_beams: int = 1
+    until: Sequence[str] = ()
+
+    @classmethod
+    def from_gen_kwargs(cls, gen_kwargs: dict | None) -> "GenerationOptions":
+        """lmms-eval ``gen_kwargs`` -> options (unknown keys are ignored, as lmms-eval models do)."""
+        g = dict(gen_kwargs or {})
+        until = g.get("until") or ()
+        if isinstance(until, str):
+            until = (until,)
+        temperature = float(g.get("temperature") or 0.0)
+        do_sample = bool(g.get("do_sample", False)) and temperature > 0
+        return cls(
+            max_new_tokens=int(g.get("max_new_tokens") or 16),
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=g.get("top_p"),
+            num_beams=int(g.get("num_beams") or 1),
+            until=tuple(until),
+        )
+
+    def generate_kwargs(self) -> dict:
+        kw = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams, "do_sample": self.do_sample}
+        if self.do_sample:
+            kw["temperature"] = self.temperature
+            if self.top_p is not None:
+                kw["top_p"] = float(self.top_p)
+        return kw
+
+    def cut(self, text: str) -> str:
+        """Truncate at the first stop string (``until``), then strip."""
+        for stop in self.until:
+            if stop and stop in text:
+                text = text.split(stop, 1)[0]
+        return text.strip()
+
+
+@dataclass
+class CoSConfig:
+    """Method options. Defaults are the paper's setting (k = 4, dynamic α, forward-first search)."""
+
+    shot_size: int = 4
+    leftover: str = "pad"
+    alpha: float | str = "auto"
+    negative_order: str = "forward"
+    encode_chunk_size: int = 32
+
+    def __post_init__(self):
+        if int(self.shot_size) < 1:
+            raise ConfigError(f"shot_size must be >= 1, got {self.shot_size!r}")
+        self.shot_size = int(self.shot_size)
+        if self.leftover not in ("pad", "drop"):
+            raise ConfigError(f"leftover must be one of ['pad', 'drop'], got {self.leftover!r}")
+        if self.negative_order not in ("forward", "backward"):
+            raise ConfigError(f"negative_order must be one of ['forward', 'backward'], got {self.negative_order!r}")
+        resolve_alpha(self.alpha, np.zeros(1, dtype=np.int8))  # validates the value early
+
+
+@dataclass
+class Answer:
+    text: str
+    trace: dict = field(default_factory=dict)
+
+
+class _StepClock(LogitsProcessor):
+    """Records when each decoding step's logits arrive (the first one marks the end of prefill)."""
+
+    def __init__(self, sync=None):
+        self.stamps: list[float] = []
+        self._sync = sync
+
+    def __call__(self, input_ids, scores):
+        if self._sync:
+            self._sync()
+        self.stamps.append(time.perf_counter())
+        return scores
+
+
+class CoSPipeline:
+    """Answer questions about sampled videos with a video LM, with or without Chain-of-Shot.
+
+    Args:
+        model: a :class:`~cos.protocol.VideoLM`.
+        scorer: the shot scorer (loaded once by the caller and reused for every sample); may be
+            ``None`` when only ``method="uniform"`` is used.
+        config: :class:`CoSConfig`.
+    """
+
+    def __init__(self, model: VideoLM, scorer: ShotScorer | None = None, config: CoSConfig | None = None):
+        self.model = model
+        self.scorer = scorer
+        self.config = config or CoSConfig()
+        self._black_features: torch.Tensor | None = None
+        self._black_shape: tuple | None = None
+        self._sync = torch.cuda.synchronize if torch.cuda.is_available() else None
+
+    # -- pieces -------------------------------------------------------------------------------
+    def encode(self, frames: np.ndarray, timer: StageTimer) -> torch.Tensor:
+        with timer("preprocess"):
+            pixels = self.model.preprocess(frames)
+        with timer("encode"):
+            with torch.inference_mode():
+                return self.model.encode_frames(pixels)
+
+    def black_features(self, frame_shape: tuple) -> torch.Tensor:
+        """Features of an all-black frame of the video's size (encoded once per size, cached)."""
+        if self._black_features is None or self._black_shape != frame_shape:
+            black = np.zeros((1, *frame_shape), dtype=np.uint8)
+            with torch.inference_mode():
+                self._black_features = self.model.encode_frames(self.model.preprocess(black))[0]
+            self._black_shape = frame_shape
+        return self._black_features
+
+    def _generate(self, embeds: torch.Tensor, gen: GenerationOptions, timer: StageTimer, alpha: float | None):
+        clock = _StepClock(self._sync)
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            if alpha is None:
+                out = self.model.generate(
+                    inputs_embeds=embeds, attention_mask=mask, logits_processor=LogitsProcessorList([clock]), **gen.generate_kwargs()
+                )
+            else:
+                if gen.do_sample or gen.num_beams != 1:
+                    raise ConfigError("co-reasoning decoding is greedy only: use do_sample=False, num_beams=1")
+                out = co_reasoning_generate(
+                    self.model,
+                    embeds,
+                    mask,
+                    alpha,
+                    max_new_tokens=gen.max_new_tokens,
+                    repetition_penalty=float(getattr(self.model, "repetition_penalty", 1.0) or 1.0),
+                    extra_processors=[clock],
+                )
+        end = time.perf_counter()
+        first = clock.stamps[0] if clock.stamps else end
+        timer.add("prefill", first - start)
+        timer.add("decode", end - first)
+        return out[0].tolist(), len(clock.stamps)
+
+    # -- entry point --------------------------------------------------------------------------
+    def answer(
+        self,
+        frames: np.ndarray,
+        question: str,
+        *,
+        method: str = "cos",
+        gen: GenerationOptions | None = None,
+        scorer_question: str | None = None,
+        timer: StageTimer | None = None,
+    ) -> Answer:
+        """Answer ``question`` about uint8 RGB ``frames (n, H, W, 3)`` (already sampled).
+
+        ``scorer_question`` is what the scorer sees (the release passes the whole prompt, which is
+        the default). Returns the answer text and the trace (see :mod:`cos.trace`).
+        """
+        if method not in METHODS:
+            raise ConfigError(f"method must be one of {list(METHODS)}, got {method!r}")
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+            raise ConfigError(f"frames must be a non-empty uint8 array (n, H, W, 3), got shape {frames.shape}")
+        gen = gen or GenerationOptions()
+        timer = timer or StageTimer(self._sync)
+        n = frames.shape[0]
+        features = self.encode(frames, timer)
+        with timer("prompt"):
+            prompt_ids = self.model.prompt_ids(question)
+        trace: dict = {"method": method, "question": question, "num_frames": n}
+
+        alpha = 0.0
+        if method == "cos":
+            if self.scorer is None:
+                raise ConfigError("method 'cos' needs a scorer")
+            cfg = self.config
+            with timer("mosaics"):
+                mosaics, groups = make_mosaics(frames, cfg.shot_size, cfg.leftover)
+            with timer("score"):
+                scores = self.scorer.score(mosaics, scorer_question if scorer_question is not None else question)
+            with timer("compose"):
+                code = binary_code(scores.decisions, groups, n)
+                pos = positive_map(code)
+                neg = negative_map(code, order=cfg.negative_order)
+                alpha = resolve_alpha(cfg.alpha, code)
+            trace.update(
+                scorer=self.scorer.name,
+                shot_size=cfg.shot_size,
+                shot_groups=[g.tolist() for g in groups],
+                shot_scores=[float(s) for s in scores.scores],
+                shot_decisions=[int(d) for d in scores.decisions],
+                shot_responses=list(scores.responses),
+                binary_code=[int(c) for c in code],
+                positive_map=[int(i) for i in pos],
+                negative_map=[int(i) for i in neg],
+                alpha=float(alpha),
+                summary=summary(code),
+            )
+        else:
+            trace.update(scorer=None, alpha=0.0, binary_code=None, positive_map=None, negative_map=None)
+
+        if alpha == 0.0:
+            # l(X) + 0·(...) == l(X): run the baseline itself (exactly equal, and one stream cheaper).
+            with timer("splice"):
+                embeds = self.model.embed_prompt(prompt_ids, features)
+            tokens, steps = self._generate(embeds, gen, timer, alpha=None)
+            trace["streams"] = 1
+        else:
+            with timer("splice"):
+                black = self.black_features(frames.shape[1:]) if (neg == BLACK).any() else None
+                streams = [features, gather_features(features, pos, black), gather_features(features, neg, black)]
+                embeds = torch.cat([self.model.embed_prompt(prompt_ids, f) for f in streams], dim=0)
+            tokens, steps = self._generate(embeds, gen, timer, alpha=alpha)
+            trace["streams"] = 3
+        text = gen.cut(self.model.decode(tokens))
+        trace.update(answer=text, answer_tokens=tokens, decode_steps=steps, sequence_length=int(embeds.shape[1]))
+        trace["timings"] = dict(timer.timings)
+        return Answer(text=text, trace=trace)
+
+
+def config_dict(config: CoSConfig) -> dict:
+    return asdict(config)

@@ -1,0 +1,154 @@
+"""The lmms-eval plugin on stock lmms-eval 0.7.x: registry, model_args, the offline needle task with both
+models, per-sample error records, and 1 vs 2 processes. Tiny random checkpoints, CPU, no network."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cos.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+N_VIDEOS = 4
+FRAMES = 16
+
+
+@pytest.fixture(scope="session")
+def needle_tasks(tmp_path_factory, needle_data):
+    """A copy of lmms-eval/tasks/cos_needle with generated data, plus a variant with a missing and a corrupt video."""
+    root = tmp_path_factory.mktemp("tasks")
+    good = root / "good" / "cos_needle"
+    shutil.copytree(REPO / "lmms-eval" / "tasks" / "cos_needle", good, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    shutil.copytree(needle_data, good / "data")
+    bad = root / "bad" / "cos_needle"
+    shutil.copytree(good, bad)
+    docs = json.loads((bad / "data" / "questions.json").read_text())
+    (bad / "data" / docs[1]["video"]).unlink()  # missing
+    corrupt = bad / "data" / docs[2]["video"]
+    corrupt.write_bytes(corrupt.read_bytes()[:300])  # cut mid-stream
+    return {"good": good.parent, "bad": bad.parent, "docs": docs}
+
+
+def _evaluate(model: str, model_args: str, include_path: Path):
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+
+    tm = TaskManager("WARNING", include_path=str(include_path), model_name=model)
+    return simple_evaluate(model=model, model_args=model_args, tasks=["cos_needle"], task_manager=tm,
+                           bootstrap_iters=0, log_samples=True, verbosity="WARNING")
+
+
+def _predictions(out) -> dict[int, str]:
+    return {s["doc_id"]: s["filtered_resps"][0] if isinstance(s["filtered_resps"], list) else s["filtered_resps"]
+            for s in out["samples"]["cos_needle"]}
+
+
+def test_registry_resolves_our_models_and_aliases():
+    from lmms_eval.models import get_model
+
+    from cos_lmms_eval.models import CoSLongVA, LongVA
+
+    assert get_model("longva") is LongVA  # takes over the builtin id
+    assert get_model("cos_longva") is CoSLongVA
+    assert get_model("longva_cos") is CoSLongVA
+
+
+def test_seed_style_model_args_are_accepted(tiny_longva_dir):
+    from cos_lmms_eval.models import LongVA
+
+    args = f"pretrained={tiny_longva_dir},conv_template=qwen_1_5,model_name=llava_qwen,max_frames_num=8,video_decode_backend=decord"
+    model = LongVA.create_from_arg_string(args, {"batch_size": 1, "device": None})
+    assert model.opts.max_frames_num == 8 and model.opts.video_decode_backend == "decord"
+    assert str(model.device) == "cpu" and model.rank == 0 and model.world_size == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ("frames=8", "unknown model_args ['frames']"),
+        ("scorer=clip", "scorer='clip': expected one of ['llava', 'self', 'uniform']"),
+        ("score_mode=sample", "expected one of ['generate', 'logits']"),
+        ("alpha=-1", "alpha=-1"),
+        ("shot_size=0", "shot_size=0"),
+        ("conv_template=vicuna_v1", "conv_template='vicuna_v1'"),
+        ("batch_size=4", "only batch_size=1"),
+    ],
+)
+def test_bad_model_args_fail_at_startup_with_the_valid_names(args, message):
+    from cos_lmms_eval.models import CoSLongVA
+
+    with pytest.raises(ConfigError) as info:
+        CoSLongVA.create_from_arg_string(f"pretrained=unused,{args}")
+    assert message in str(info.value)
+    if "unknown" in message:
+        assert "scorer_pretrained" in str(info.value) and "max_frames_num" in str(info.value)
+
+
+def test_both_models_on_the_needle_task(tmp_path, tiny_longva_dir, tiny_llava_dir, needle_tasks):
+    base_dir, cos_dir = tmp_path / "base", tmp_path / "cos"
+    common = f"pretrained={tiny_longva_dir},max_frames_num={FRAMES},video_decode_backend=pyav"
+    base = _evaluate("longva", f"{common},trace_dir={base_dir}", needle_tasks["good"])
+    cos = _evaluate("cos_longva", f"{common},scorer=llava,scorer_pretrained={tiny_llava_dir},score_mode=logits,trace_dir={cos_dir}",
+                    needle_tasks["good"])
+    for out in (base, cos):
+        metrics = out["results"]["cos_needle"]
+        assert 0.0 <= metrics["needle_acc,none"] <= 1.0
+        assert sorted(_predictions(out)) == list(range(N_VIDEOS))  # every doc exactly once
+    # The baseline has no binary code, so no grounding value; CoS has one from its traces.
+    assert math.isnan(base["results"]["cos_needle"]["needle_grounding,none"])
+    assert 0.0 <= cos["results"]["cos_needle"]["needle_grounding,none"] <= 1.0
+    traces = sorted((cos_dir / "cos_needle").glob("*.json"))
+    assert len(traces) == N_VIDEOS
+    trace = json.loads(traces[0].read_text())
+    for key in ("frame_indices", "shot_scores", "shot_decisions", "binary_code", "positive_map", "negative_map", "alpha", "scorer", "answer", "timings"):
+        assert key in trace
+    assert len(trace["binary_code"]) == FRAMES and trace["scorer"] == "llava"
+    assert not (cos_dir / "errors.jsonl").exists()
+
+
+def test_missing_and_corrupt_videos_are_error_records_not_crashes(tmp_path, tiny_longva_dir, needle_tasks):
+    traces = tmp_path / "traces"
+    out = _evaluate("cos_longva", f"pretrained={tiny_longva_dir},max_frames_num={FRAMES},scorer=uniform,trace_dir={traces}",
+                    needle_tasks["bad"])
+    preds = _predictions(out)
+    assert sorted(preds) == list(range(N_VIDEOS))
+    assert preds[1] == "" and preds[2] == ""
+    records = [json.loads(line) for line in (traces / "errors.jsonl").read_text().splitlines()]
+    assert sorted(r["doc_id"] for r in records) == [1, 2]
+    docs = needle_tasks["docs"]
+    for record in records:
+        assert record["video"].endswith(docs[record["doc_id"]]["video"])
+        assert record["error"] == "VideoDecodeError" and record["cause"]
+    assert len(list((traces / "cos_needle").glob("*.json"))) == N_VIDEOS - 2
+
+
+def _launch(nproc: int, out_dir: Path, tiny_longva_dir, include_path: Path, port: int) -> dict[int, str]:
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(nproc), "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
+    if nproc > 1:
+        cmd.append("--multi_gpu")
+    cmd += ["-m", "lmms_eval", "--model", "cos_longva", "--model_args",
+            f"pretrained={tiny_longva_dir},max_frames_num={FRAMES},scorer=self,score_mode=logits",
+            "--tasks", "cos_needle", "--include_path", str(include_path), "--batch_size", "1", "--log_samples",
+            "--output_path", str(out_dir), "--verbosity", "WARNING"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    samples = list(out_dir.rglob("*_samples_cos_needle.jsonl"))
+    assert samples, f"no samples file (rc {proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    rows = [json.loads(line) for line in samples[0].read_text().splitlines()]
+    doc_ids = [r["doc_id"] for r in rows]
+    assert sorted(doc_ids) == list(range(N_VIDEOS)), doc_ids  # none lost, none duplicated
+    return {r["doc_id"]: r["filtered_resps"] for r in rows}
+
+
+def test_two_processes_give_the_same_predictions_as_one(tmp_path, tiny_longva_dir, needle_tasks):
+    one = _launch(1, tmp_path / "one", tiny_longva_dir, needle_tasks["good"], 29511)
+    two = _launch(2, tmp_path / "two", tiny_longva_dir, needle_tasks["good"], 29512)
+    assert one == two

@@ -1,0 +1,78 @@
+"""The project installs as one package set, registers its lmms-eval models, and keeps its boundaries."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata as md
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_packages_import():
+    import cos
+    import cos_lmms_eval
+    import longva
+
+    assert cos.__version__
+    assert Path(cos_lmms_eval.__file__).parent == REPO / "lmms-eval" / "cos_lmms_eval"
+    assert Path(longva.__file__).parent == REPO / "longva"
+
+
+def test_entry_point_is_registered_and_light():
+    eps = [ep for ep in md.entry_points(group="lmms_eval.models") if ep.value.startswith("cos_lmms_eval.")]
+    assert [ep.value for ep in eps] == ["cos_lmms_eval.registration:manifests"]
+    # The target module is imported on every `import lmms_eval.models`: it must not pull torch in.
+    code = "import sys, cos_lmms_eval.registration; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_manifests_name_models_and_aliases():
+    from cos_lmms_eval.registration import manifests
+
+    by_id = {m.model_id: m for m in manifests()}
+    assert set(by_id) == {"cos_longva", "longva"}
+    assert "longva_cos" in by_id["cos_longva"].aliases
+    assert by_id["cos_longva"].simple_class_path == "cos_lmms_eval.models.CoSLongVA"
+    assert by_id["longva"].simple_class_path == "cos_lmms_eval.models.LongVA"
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "cos").glob("*.py")), ids=lambda p: p.name)
+def test_cos_imports_neither_longva_nor_lmms_eval(path):
+    assert not _imported_modules(path) & {"longva", "lmms_eval", "cos_lmms_eval"}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "longva").glob("*.py")), ids=lambda p: p.name)
+def test_longva_knows_nothing_of_cos(path):
+    assert not _imported_modules(path) & {"cos", "lmms_eval", "cos_lmms_eval"}
+
+
+def test_requirements_never_list_torchvision_or_timm():
+    for name in ("requirements.txt", "setup.py"):
+        for line in (REPO / name).read_text().splitlines():
+            stripped = line.split("#")[0].strip().strip("\"',").lower()
+            assert not stripped.startswith(("torchvision", "timm")), f"{name}: {line}"
+    installed = {d.metadata["Name"].lower() for d in md.distributions()}
+    assert not {"torchvision", "timm"} & installed
+
+
+def test_cli_help_lists_subcommands():
+    out = subprocess.run([sys.executable, "-m", "cos", "--help"], capture_output=True, text=True, check=True).stdout
+    for name in ("make-needle-videos", "make-tiny-longva", "make-tiny-llava", "run", "env"):
+        assert name in out
