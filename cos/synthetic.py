@@ -1,0 +1,278 @@
+"""Synthetic needle-in-a-haystack videos: ``cos make-needle-videos OUT --n N``.
+
+Each video is a real H.264 mp4 (libx264, yuv420p) of a drifting, low-saturation textured background
+(periodic smooth noise plus a moving brightness wave, both seeded per video). During one contiguous
+range of frames, ``[needle_start, needle_end)`` (10-25 % of the video, at a random position), a large
+flat shape in a saturated colour is drawn on top. The background never contains saturated colour, so
+the needle is the only coloured thing in the video. ``OUT/questions.json`` holds one multiple-choice
+question per video, about the needle's colour or its shape (4 options, one right).
+
+Determinism: everything is drawn from ``numpy.random.default_rng(video_seed)`` with
+``video_seed = SeedSequence([seed, index])``; frames are built with plain float arithmetic (no FFT,
+no threads) and x264 runs single-threaded with macroblock-tree rate control off (it is not
+reproducible with AVX-512), so the same arguments give byte-identical mp4 files and questions.json
+on the same machine and software stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from cos.errors import ConfigError
+
+__all__ = ["COLOURS", "SHAPES", "add_parser", "make_needle_videos"]
+
+#: needle colours (saturated RGB); the background stays far from all of them
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (230, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (30, 70, 230),
+    "yellow": (235, 215, 30),
+    "magenta": (220, 40, 220),
+    "cyan": (30, 210, 220),
+}
+#: needle shapes
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
+
+COLOUR_QUESTION = "What colour is the shape that briefly appears in the video?"
+SHAPE_QUESTION = "What shape briefly appears in the video?"
+LETTERS = "ABCD"
+
+# threads=1 alone is not enough for reproducible output: x264's macroblock-tree rate control gave a
+# different bitstream on every run on an AVX-512 machine (same input, same process). mbtree=0 fixes it.
+_X264_OPTIONS = {"threads": "1", "preset": "medium", "crf": "18", "x264-params": "mbtree=0"}
+
+
+def _check_int(name: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+    return int(value)
+
+
+def _video_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint32)[0])
+
+
+def _smooth_periodic(rng: np.random.Generator, size: int, cells: int, channels: int) -> np.ndarray:
+    """Periodic smooth noise in [-1, 1], shape (size, size, channels): bilinear upsampling of a
+    ``cells``x``cells`` random grid (wrapping at the borders, so it can be scrolled seamlessly)."""
+    grid = rng.uniform(-1.0, 1.0, size=(cells, cells, channels))
+    pos = np.arange(size) * (cells / size)
+    i0 = np.floor(pos).astype(int)
+    t = pos - i0
+    i1 = (i0 + 1) % cells
+    s = t * t * (3.0 - 2.0 * t)  # smoothstep: no visible grid creases
+    rows = grid[i0] * (1.0 - s)[:, None, None] + grid[i1] * s[:, None, None]
+    field = rows[:, i0] * (1.0 - s)[None, :, None] + rows[:, i1] * s[None, :, None]
+    peak = np.abs(field).max()
+    return field / peak if peak > 0 else field
+
+
+def _shape_mask(shape: str, size: int, cy: float, cx: float, r: float) -> np.ndarray:
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    dy, dx = y - cy, x - cx
+    if shape == "circle":
+        return dx * dx + dy * dy <= r * r
+    if shape == "square":
+        h = r * 0.85
+        return (np.abs(dx) <= h) & (np.abs(dy) <= h)
+    if shape == "triangle":  # apex up, height 1.8 r, base width 2 r
+        top, bottom = cy - r, cy + 0.8 * r
+        half_width = (y - top) / (bottom - top) * r
+        return (y >= top) & (y <= bottom) & (np.abs(dx) <= half_width)
+    if shape == "cross":  # plus sign
+        arm = r * 0.32
+        return ((np.abs(dx) <= arm) & (np.abs(dy) <= r)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= r))
+    raise ValueError(shape)
+
+
+def _plan_video(index: int, seed: int, min_frames: int, max_frames: int, size: int, fps: float) -> dict:
+    """Draw everything random about one video; returns its questions.json record plus render params."""
+    vseed = _video_seed(seed, index)
+    rng = np.random.default_rng(vseed)
+    num_frames = int(rng.integers(min_frames, max_frames + 1))
+    length = max(1, int(round(num_frames * rng.uniform(0.10, 0.25))))
+    start = int(rng.integers(0, num_frames - length + 1))
+    colour = str(rng.choice(list(COLOURS)))
+    shape = str(rng.choice(SHAPES))
+    qtype = "colour" if rng.random() < 0.6 else "shape"
+    if qtype == "colour":
+        others = [c for c in COLOURS if c != colour]
+        choices = [colour] + [str(c) for c in rng.choice(others, size=3, replace=False)]
+        answer_value, question = colour, COLOUR_QUESTION
+    else:
+        choices = list(SHAPES)
+        answer_value, question = shape, SHAPE_QUESTION
+    choices = [choices[i] for i in rng.permutation(len(choices))]
+    answer = LETTERS[choices.index(answer_value)]
+    radius = size * rng.uniform(0.25, 0.32)
+    margin = radius + 1.0
+    cy = float(rng.uniform(margin, size - margin))
+    cx = float(rng.uniform(margin, size - margin))
+    render = {
+        "rng": rng,  # continues the same stream for the background
+        "colour": COLOURS[colour],
+        "mask": _shape_mask(shape, size, cy, cx, radius),
+    }
+    record = {
+        "id": None,  # filled in by the caller
+        "video": None,
+        "question": question,
+        "options": [f"{LETTERS[i]}. {c}" for i, c in enumerate(choices)],
+        "answer": answer,
+        "question_type": qtype,
+        "needle_colour": colour,
+        "needle_shape": shape,
+        "needle_start": start,
+        "needle_end": start + length,
+        "num_frames": num_frames,
+        "fps": float(fps),
+        "width": size,
+        "height": size,
+        "seed": vseed,
+    }
+    return {"record": record, "render": render}
+
+
+def _frames(record: dict, render: dict):
+    """Yield the video's RGB uint8 frames one at a time."""
+    rng: np.random.Generator = render["rng"]
+    size, n = record["width"], record["num_frames"]
+    base = rng.uniform(85.0, 165.0)
+    lum = _smooth_periodic(rng, size, int(rng.integers(3, 7)), 1)
+    tint = _smooth_periodic(rng, size, int(rng.integers(2, 5)), 3)
+    tint -= tint.mean(axis=2, keepdims=True)  # chroma only: channels stay within ~±14 of each other
+    speed = rng.uniform(0.3, 1.5)
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    vy, vx = speed * np.sin(angle), speed * np.cos(angle)
+    wave_angle = rng.uniform(0.0, 2.0 * np.pi)
+    wave_freq = rng.uniform(0.5, 2.0) * 2.0 * np.pi / size
+    wave_speed = rng.uniform(0.05, 0.2)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64)
+    phase0 = (x * np.cos(wave_angle) + y * np.sin(wave_angle)) * wave_freq
+    colour = np.array(render["colour"], dtype=np.uint8)
+    mask = render["mask"]
+    start, end = record["needle_start"], record["needle_end"]
+    for t in range(n):
+        dy, dx = int(round(vy * t)) % size, int(round(vx * t)) % size
+        img = base + 45.0 * np.roll(lum, (dy, dx), axis=(0, 1)) + 14.0 * np.roll(tint, (-dy, dx), axis=(0, 1))
+        img += (18.0 * np.sin(phase0 + wave_speed * t))[..., None]
+        frame = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        if start <= t < end:
+            frame[mask] = colour
+        yield frame
+
+
+def _write_mp4(path: Path, frames, size: int, fps: float) -> None:
+    import av
+
+    rate = Fraction(fps).limit_denominator(1001)
+    tmp = path.with_name(path.name + ".part")
+    container = av.open(str(tmp), mode="w", format="mp4")
+    try:
+        stream = container.add_stream("libx264", rate=rate, options=dict(_X264_OPTIONS))
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.thread_count = 1
+        for t, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = t
+            frame.time_base = 1 / rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    except BaseException:
+        container.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    container.close()
+    os.replace(tmp, path)
+
+
+def make_needle_videos(
+    out_dir: str | os.PathLike,
+    n: int,
+    seed: int = 0,
+    min_frames: int = 64,
+    max_frames: int = 256,
+    size: int = 64,
+    fps: float = 8.0,
+    progress: bool = True,
+) -> Path:
+    """Write ``n`` needle videos to ``out_dir/videos/`` and their questions to ``out_dir/questions.json``.
+
+    Returns the path of questions.json. Video paths in the JSON are relative to its folder. Records
+    are in id order (``needle_000``, ...); besides the documented fields each carries
+    ``question_type`` ("colour"/"shape"), ``needle_colour`` and ``needle_shape``.
+    """
+    n = _check_int("n", n, 1, 100_000)
+    seed = _check_int("seed", seed, 0, 2**63 - 1)
+    min_frames = _check_int("min_frames", min_frames, 8, 100_000)
+    max_frames = _check_int("max_frames", max_frames, 8, 100_000)
+    if min_frames > max_frames:
+        raise ConfigError(f"min_frames ({min_frames}) must not exceed max_frames ({max_frames})")
+    size = _check_int("size", size, 16, 1024)
+    if size % 2:
+        raise ConfigError(f"size must be even (yuv420p), got {size}")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 1.0 <= float(fps) <= 120.0:
+        raise ConfigError(f"fps must be a number in [1, 120], got {fps!r}")
+    rate = Fraction(float(fps)).limit_denominator(1001)
+
+    out = Path(out_dir)
+    try:
+        (out / "videos").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create output folder {str(out)!r}: {err}") from err
+    width = max(3, len(str(n - 1)))
+    records = []
+    from tqdm import tqdm
+
+    for index in tqdm(range(n), desc="needle videos", unit="video", disable=not progress):
+        plan = _plan_video(index, seed, min_frames, max_frames, size, float(rate))
+        record = plan["record"]
+        record["id"] = f"needle_{index:0{width}d}"
+        record["video"] = f"videos/{record['id']}.mp4"
+        _write_mp4(out / record["video"], _frames(record, plan["render"]), size, float(rate))
+        records.append(record)
+
+    records.sort(key=lambda r: r["id"])
+    json_path = out / "questions.json"
+    tmp = json_path.with_name(json_path.name + ".part")
+    tmp.write_bytes((json.dumps(records, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    os.replace(tmp, json_path)
+    return json_path
+
+
+def _run(args: argparse.Namespace) -> int:
+    json_path = make_needle_videos(
+        args.out, args.n, seed=args.seed, min_frames=args.min_frames, max_frames=args.max_frames,
+        size=args.size, fps=args.fps,
+    )
+    print(f"wrote {args.n} needle video(s) to {json_path.parent / 'videos'}")
+    print(f"questions: {json_path}")
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "make-needle-videos",
+        help="write synthetic needle-in-a-haystack mp4 videos and questions.json",
+        description="Write deterministic needle-in-a-haystack H.264 videos to OUT/videos/ and their questions to OUT/questions.json.",
+        allow_abbrev=False,
+    )
+    p.add_argument("out", metavar="OUT", help="output folder (gets videos/ and questions.json)")
+    p.add_argument("--n", type=int, required=True, metavar="N", help="number of videos")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    p.add_argument("--min-frames", type=int, default=64, metavar="A", help="fewest frames per video (default 64)")
+    p.add_argument("--max-frames", type=int, default=256, metavar="B", help="most frames per video (default 256)")
+    p.add_argument("--size", type=int, default=64, metavar="PX", help="frame width = height, even (default 64)")
+    p.add_argument("--fps", type=float, default=8.0, metavar="F", help="frame rate (default 8)")
+    p.set_defaults(func=_run)
+    return p
