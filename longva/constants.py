@@ -1,0 +1,42 @@
+"""Constants of LongVA's prompt format and preprocessing (values from ``/work/shared/docs/longva-notes.md``).
+
+Ids are those of the released Qwen2 tokenizer; code should ask the tokenizer (a tiny test checkpoint has
+other ids) and use these only where the checkpoint says nothing.
+"""
+
+from __future__ import annotations
+
+#: Placeholder id spliced into ``input_ids`` where the frame features go (LLaVA convention).
+IMAGE_TOKEN_INDEX: int = -200
+#: Placeholder text in the prompt; the prompt is split on it before tokenising.
+DEFAULT_IMAGE_TOKEN: str = "<image>"
+
+ENDOFTEXT: str = "<|endoftext|>"
+IM_START: str = "<|im_start|>"
+IM_END: str = "<|im_end|>"
+#: The three special tokens in id order (released ids 151643, 151644, 151645).
+SPECIAL_TOKENS: tuple[str, str, str] = (ENDOFTEXT, IM_START, IM_END)
+RELEASED_SPECIAL_IDS: dict[str, int] = {ENDOFTEXT: 151643, IM_START: 151644, IM_END: 151645}
+
+#: System message of LongVA's ``qwen_1_5`` conversation template.
+SYSTEM_PROMPT: str = "You are a helpful assistant."
+
+#: OpenAI CLIP normalisation.
+CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+#: Frame side of the released model (CLIP ViT-L/14-336).
+DEFAULT_IMAGE_SIZE: int = 336
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "DEFAULT_IMAGE_SIZE",
+    "DEFAULT_IMAGE_TOKEN",
+    "ENDOFTEXT",
+    "IMAGE_TOKEN_INDEX",
+    "IM_END",
+    "IM_START",
+    "RELEASED_SPECIAL_IDS",
+    "SPECIAL_TOKENS",
+    "SYSTEM_PROMPT",
+]

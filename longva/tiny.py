@@ -1,0 +1,327 @@
+"""Random LongVA checkpoints in the released on-disk format, for tests and benchmarks (offline).
+
+``build_tiny_longva(out_dir, seed, size)`` writes what ``lmms-lab/LongVA-7B`` ships: a flat
+``config.json`` with the same fields (``architectures: ["LlavaQwenForCausalLM"]``, ``mm_*``, Qwen2
+fields, ``tokenizer_model_max_length``...), ``generation_config.json``, sharded safetensors with the
+released key names and an index, and a Qwen2 byte-level BPE tokenizer with ``<|endoftext|>``,
+``<|im_start|>``, ``<|im_end|>`` right after the regular vocabulary (as in Qwen2, where they are
+151643-151645). ``vocab_size`` is rounded up beyond ``len(tokenizer)`` so loading exercises the shrink.
+
+Two additions the released checkpoint lacks: a ``vision_config`` dict in ``config.json`` (the tower is
+not ViT-L/14-336) and, for ``tiny`` only, a ``preprocessor_config.json`` (frame side 112). ``small``
+keeps 336 px and has no preprocessor file, like the release, so it exercises the default path.
+
+=========  ==================================  =============================  ===============
+size       vision (hidden/layers/heads, px)    LM (hidden/layers/heads/kv)    tokens / frame
+=========  ==================================  =============================  ===============
+tiny       32 / 3 / 2, 112 px, patch 14        64 / 2 / 4 / 2                 8x8 -> 16
+small      64 / 3 / 2, 336 px, patch 14        256 / 4 / 4 / 2                24x24 -> 144
+=========  ==================================  =============================  ===============
+
+The same seed gives identical tensors and identical files. The tokenizer is trained by a small
+deterministic BPE written here (highest pair count, ties by the pair's text) on a fixed English text in
+which ``yes``/``no`` (with and without a leading space, capitalised or not) are frequent, so each is one
+token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from longva.checkpoint import module_to_checkpoint_key, write_checkpoint_tensors
+from longva.constants import CLIP_MEAN, CLIP_STD, ENDOFTEXT, IM_END, IM_START, SPECIAL_TOKENS
+
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
+                   "image_size": 112, "patch_size": 14},
+        "text": {"hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4,
+                 "num_key_value_heads": 2, "rope_theta": 10000.0},
+        "merges": 300,
+    },
+    "small": {
+        "vision": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 2,
+                   "image_size": 336, "patch_size": 14},
+        "text": {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4,
+                 "num_key_value_heads": 2, "rope_theta": 1000000000.0},
+        "merges": 300,
+    },
+}
+
+#: Training text of the tiny tokenizer (prompt words, video-QA words, and many yes/no answers).
+_CORPUS = """\
+system
+You are a helpful assistant.
+user
+assistant
+Please answer the question about the video. What is shown in the video? Answer with yes or no.
+Is there a red ball in the video? yes. Is there a blue cube? no. Does the cat jump? Yes. Does it rain? No.
+Yes, the needle appears in frame 12. No, it does not. yes no yes no Yes No Yes No
+Which frame shows the needle? Describe the video in detail. The man walks to the door and opens it.
+A woman is reading a book in the kitchen while a dog sleeps on the floor.
+What color is the car? The car is red. What color is the sky? The sky is blue. green yellow white black
+How many people are in the video? There are two people. one two three four five six seven eight nine ten
+Option A. Option B. Option C. Option D. The answer is A. The answer is B. The answer is C. The answer is D.
+Is the shot relevant to the question? yes. Is this frame relevant? no. relevant irrelevant positive negative
+"""
+_YES_NO = ("yes", "no", "Yes", "No")
+
+
+# ------------------------------------------------------------------------------------- tokenizer
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2's reversible byte -> printable character map, indexed by byte value."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table: dict[int, str] = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return [table[b] for b in range(256)]
+
+
+def _pre_tokenizer():
+    from tokenizers import Regex, pre_tokenizers
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
+
+def _train_bpe(text: str, n_merges: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Deterministic byte-level BPE: vocab (bytes first, then merges in order) and merges."""
+    alphabet = _bytes_to_unicode()
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    words = Counter(w for w, _ in _pre_tokenizer().pre_tokenize_str(text))
+    segs = {w: list(w) for w in words}
+    merges: list[tuple[str, str]] = []
+    for _ in range(n_merges):
+        pairs: Counter[tuple[str, str]] = Counter()
+        for w, count in words.items():
+            s = segs[w]
+            for pair in zip(s, s[1:]):
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        if pairs[best] < 2:
+            break
+        merges.append(best)
+        joined = best[0] + best[1]
+        vocab.setdefault(joined, len(vocab))
+        for w, s in segs.items():
+            out, i = [], 0
+            while i < len(s):
+                if i + 1 < len(s) and (s[i], s[i + 1]) == best:
+                    out.append(joined)
+                    i += 2
+                else:
+                    out.append(s[i])
+                    i += 1
+            segs[w] = out
+    return vocab, merges
+
+
+def write_tiny_tokenizer(out_dir: str | os.PathLike, n_merges: int = 300, model_max_length: int = 32768) -> int:
+    """Write a Qwen2-style tokenizer (``tokenizer.json``, ``tokenizer_config.json``, ``vocab.json``,
+    ``merges.txt``) that ``AutoTokenizer`` loads as ``Qwen2Tokenizer``; returns ``len(tokenizer)``."""
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers
+    from tokenizers.models import BPE
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # each answer word many times both after a space and at a line start (no leading space)
+    corpus = _CORPUS + "".join(f"{w}\n{w} {w}.\n" for w in _YES_NO for _ in range(8))
+    vocab, merges = _train_bpe(corpus, n_merges)
+    tok = Tokenizer(
+        BPE(vocab=vocab, merges=merges, unk_token=None, continuing_subword_prefix="", end_of_word_suffix="",
+            fuse_unk=False, byte_fallback=False)
+    )
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = _pre_tokenizer()
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    for word in (*_YES_NO, *(" " + w for w in _YES_NO)):
+        if len(tok.encode(word).ids) != 1:
+            raise RuntimeError(f"tiny tokenizer splits {word!r}: {tok.encode(word).tokens}")
+    tok.save(str(out_dir / "tokenizer.json"))
+    n = len(vocab)
+    config = {
+        "add_prefix_space": False,
+        "added_tokens_decoder": {
+            str(n + i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                         "single_word": False, "special": True}
+            for i, t in enumerate(SPECIAL_TOKENS)
+        },
+        "additional_special_tokens": [IM_START, IM_END],
+        "bos_token": None,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": IM_END,
+        "errors": "replace",
+        "model_max_length": model_max_length,
+        "pad_token": ENDOFTEXT,
+        "split_special_tokens": False,
+        "tokenizer_class": "Qwen2Tokenizer",
+        "unk_token": None,
+    }
+    _write_json(out_dir / "tokenizer_config.json", config)
+    _write_json(out_dir / "vocab.json", vocab)
+    with open(out_dir / "merges.txt", "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    return n + len(SPECIAL_TOKENS)
+
+
+# ------------------------------------------------------------------------------------- checkpoint
+def _write_json(path: Path, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def tiny_config_dict(size: str, n_tokens: int) -> dict[str, Any]:
+    """The flat ``config.json`` for ``size``, with the released file's fields (values scaled down)."""
+    spec = SIZES[size]
+    v, t = spec["vision"], spec["text"]
+    endoftext, im_end = n_tokens - 3, n_tokens - 1
+    vocab_size = int(math.ceil((n_tokens + 1) / 64) * 64)  # > len(tokenizer), like 152064 vs 151646
+    return {
+        "_name_or_path": f"tiny-longva-{size}",
+        "architectures": ["LlavaQwenForCausalLM"],
+        "attention_dropout": 0.0,
+        "bos_token_id": endoftext,
+        "eos_token_id": im_end,
+        "hidden_act": "silu",
+        "hidden_size": t["hidden_size"],
+        "image_aspect_ratio": "anyres",
+        "image_crop_resolution": None,
+        "image_grid_pinpoints": [[v["image_size"], 2 * v["image_size"]], [2 * v["image_size"], v["image_size"]]],
+        "image_split_resolution": None,
+        "initializer_range": 0.02,
+        "intermediate_size": t["intermediate_size"],
+        "max_position_embeddings": 224000,
+        "max_window_layers": t["num_hidden_layers"],
+        "mm_hidden_size": v["hidden_size"],
+        "mm_patch_merge_type": "unires",
+        "mm_projector_lr": None,
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_resampler_type": None,
+        "mm_spatial_pool_mode": "average",
+        "mm_spatial_pool_stride": 2,
+        "mm_use_im_patch_token": False,
+        "mm_use_im_start_end": False,
+        "mm_vision_select_feature": "patch",
+        "mm_vision_select_layer": -2,
+        "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+        "mm_vision_tower_lr": None,
+        "model_type": "qwen2",
+        "num_attention_heads": t["num_attention_heads"],
+        "num_hidden_layers": t["num_hidden_layers"],
+        "num_key_value_heads": t["num_key_value_heads"],
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": None,
+        "rope_theta": t["rope_theta"],
+        "sliding_window": 131072,
+        "tie_word_embeddings": False,
+        "tokenizer_model_max_length": 224000,
+        "tokenizer_padding_side": "right",
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.40.0.dev0",
+        "use_cache": True,
+        "use_mm_proj": True,
+        "use_sliding_window": False,
+        "vision_config": {
+            **v,
+            "num_channels": 3,
+            "hidden_act": "quick_gelu",
+            "layer_norm_eps": 1e-5,
+            "projection_dim": v["hidden_size"],
+        },
+        "vocab_size": vocab_size,
+    }
+
+
+def _init_tensor(key: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """Scale-aware random values: O(1) activations, so tests see real signal at tiny widths."""
+    noise = torch.randn(shape, generator=gen, dtype=torch.float32)
+    leaf = key.rsplit(".", 1)[-1]
+    if "norm" in key or "layrnorm" in key or "layer_norm" in key:
+        return (1.0 + 0.1 * noise) if leaf == "weight" else 0.1 * noise
+    if leaf == "bias":
+        return 0.1 * noise
+    if "embed_tokens" in key or "position_embedding" in key or "class_embedding" in key:
+        return 0.5 * noise
+    fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
+    return noise / math.sqrt(fan_in)
+
+
+def build_tiny_longva(out_dir: str | os.PathLike, seed: int = 0, size: str = "tiny") -> Path:
+    """Write a random LongVA checkpoint (+ tokenizer) to ``out_dir``; see the module docstring."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    from accelerate import init_empty_weights
+    from transformers import CLIPImageProcessorPil
+
+    from longva.config import LongVAConfig
+    from longva.modeling import LongVAForCausalLM
+    from longva.processing import default_image_processor
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_tokens = write_tiny_tokenizer(out_dir, n_merges=SIZES[size]["merges"])
+    raw = tiny_config_dict(size, n_tokens)
+    _write_json(out_dir / "config.json", raw)
+    endoftext, im_end = raw["bos_token_id"], raw["eos_token_id"]
+    _write_json(
+        out_dir / "generation_config.json",
+        {"bos_token_id": endoftext, "do_sample": True, "eos_token_id": [im_end, endoftext], "pad_token_id": endoftext,
+         "repetition_penalty": 1.05, "temperature": 0.7, "top_k": 20, "top_p": 0.8,
+         "transformers_version": "4.40.0.dev0"},
+    )
+    config = LongVAConfig.from_dict(raw)
+    with init_empty_weights(include_buffers=False):
+        shapes = {module_to_checkpoint_key(k): tuple(p.shape) for k, p in LongVAForCausalLM(config).named_parameters()}
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {key: _init_tensor(key, shape, gen).to(torch.bfloat16) for key, shape in sorted(shapes.items())}
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    write_checkpoint_tensors(out_dir, tensors, max_shard_size=total // 2 + 1)  # >= 2 shards
+    if size == "tiny":
+        processor: CLIPImageProcessorPil = default_image_processor(config.image_size)
+        processor.save_pretrained(str(out_dir))
+    return out_dir
+
+
+# ------------------------------------------------------------------------------------- CLI
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``make-tiny-longva OUT [--seed S] [--size tiny|small]``."""
+    p = subparsers.add_parser(
+        "make-tiny-longva",
+        help="write a random LongVA checkpoint in the released format (offline)",
+        description=__doc__.splitlines()[0],
+        allow_abbrev=False,
+    )
+    p.add_argument("out", metavar="OUT", help="output directory")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    p.add_argument("--size", choices=sorted(SIZES), default="tiny", help="tiny: unit tests; small: 336 px / 144 tokens")
+    p.set_defaults(func=_command)
+    return p
+
+
+def _command(args: argparse.Namespace) -> int:
+    path = build_tiny_longva(args.out, seed=args.seed, size=args.size)
+    print(path)
+    return 0
+
+
+__all__ = ["SIZES", "add_parser", "build_tiny_longva", "tiny_config_dict", "write_tiny_tokenizer"]
