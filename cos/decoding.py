@@ -195,6 +195,7 @@ def co_reasoning_generate(
     repetition_penalty: float = 1.0,
     eos_token_id: int | list[int] | None = None,
     pad_token_id: int | None = None,
+    extra_processors: Sequence = (),
     **generate_kwargs,
 ):
     """Greedy co-reasoning decoding (Eq. 8): ``y_t = argmax_v [ l(v|X) + α_g·(l(v|Sp) − l(v|Sn)) ]``.
@@ -208,7 +209,8 @@ def co_reasoning_generate(
     :class:`CoReasoningLogitsProcessor` (which applies ``repetition_penalty`` after fusing). Returns
     ``LongTensor (G, T_new)`` (row 0 of every group), or a :class:`CoReasoningOutput` when
     ``return_dict_in_generate=True`` is passed. Sampling, beam search and similar options raise
-    ``ValueError``.
+    ``ValueError``. ``extra_processors`` run after the fuser and must not change the scores
+    (instrumentation such as step timers).
     """
     for key, bad in _FORBIDDEN.items():
         if key in generate_kwargs and bad(generate_kwargs[key]):
@@ -240,7 +242,7 @@ def co_reasoning_generate(
     kwargs.update(
         inputs_embeds=inputs_embeds,
         attention_mask=attention_mask,
-        logits_processor=LogitsProcessorList([proc]),
+        logits_processor=LogitsProcessorList([proc, *extra_processors]),
         max_new_tokens=max_new_tokens,
         do_sample=False,
         num_beams=1,

@@ -218,6 +218,8 @@ class CoSPipeline:
                 pos = positive_map(code)
                 neg = negative_map(code, order=cfg.negative_order)
                 alpha = resolve_alpha(cfg.alpha, code)
+                # No relevant frame: Sp = Sn = X (Eq. 6/7), so α·(l(Sp) − l(Sn)) = 0 whatever α is.
+                contrast = not np.array_equal(pos, neg)
             trace.update(
                 scorer=self.scorer.name,
                 shot_size=cfg.shot_size,
@@ -228,9 +230,11 @@ class CoSPipeline:
                 binary_code=[int(c) for c in code],
                 positive_map=[int(i) for i in pos],
                 negative_map=[int(i) for i in neg],
-                alpha=float(alpha),
+                alpha=float(alpha) if contrast else 0.0,
+                alpha_eq9=float(alpha),
                 summary=summary(code),
             )
+            alpha = alpha if contrast else 0.0
         else:
             trace.update(scorer=None, alpha=0.0, binary_code=None, positive_map=None, negative_map=None)
 

@@ -126,7 +126,7 @@ class CoSLongVAOptions(LongVAOptions):
             try:
                 value = float(self.alpha)
             except (TypeError, ValueError):
-                raise ConfigError(f"model_args alpha={self.alpha!r}: expected 'auto' or a number >= 0") from None
-            if value < 0:
-                raise ConfigError(f"model_args alpha={self.alpha!r}: expected 'auto' or a number >= 0")
+                raise ConfigError(f"model_args alpha={self.alpha!r}: expected 'auto' or a number in [0, 1]") from None
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"model_args alpha={self.alpha!r}: expected 'auto' or a number in [0, 1]")
             self.alpha = value
