@@ -20,6 +20,8 @@ SUBCOMMANDS: dict[str, str] = {
     "make-tiny-llava": "cos.tiny_llava",
     "make-tiny-longva": "longva.tiny",
     "run": "cos_lmms_eval.run",
+    "show": "cos.viz",
+    "report": "cos.report",
     "env": "cos.env",
 }
 

@@ -288,11 +288,16 @@ def test_file_cut_mid_stream_decodes_what_is_there(tmp_path, vids):
 
 # ---------------------------------------------------------------------------------------- memory
 MEMORY_SCRIPT = r"""
-import json, resource, sys
+import json, sys
 import av, numpy as np
 from cos.video import sample_frames
 short, long_, backend = sys.argv[1:4]
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
+# Peak RSS of this process's own address space (VmHWM, MiB). Not getrusage's ru_maxrss: Linux carries
+# that over from the parent across fork+exec, so under a big pytest parent it would never move.
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 sample_frames(short, 8, backend=backend)  # warm up the decoder at the same resolution
 before = rss()
 sv = sample_frames(long_, 8, backend=backend)

@@ -1,0 +1,364 @@
+"""Shot strips (``cos show``) and the run report (``cos report``).
+
+Strips: exact pixel size from the layout constants (8 and 128 frames, CoS and uniform traces, non-square
+frames), real frames from a real encoded video land in the right tiles, and a trace whose indices do not
+match the video is flagged. Report: built from a well-formed lmms-eval output folder written here (two
+runs, results / samples / traces / errors.jsonl), it lists every sample and every failure, computes the
+grounding hit rate, links strips that exist, loads no external resource, and Chromium (headless) logs no
+console message when it opens the page — with a negative control proving such a message is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cos import viz
+from cos.errors import ConfigError
+from cos.report import build_report
+from cos.trace import trace_key, write_trace
+from cos.video import frame_indices, sample_frames
+
+CHROMIUM = Path("/usr/bin/chromium")
+QUESTION = ("Select the best answer to the following multiple-choice question based on the video.\n"
+            "What colour is the shape that briefly appears in the video?\nA. cyan\nB. green\nC. magenta\nD. blue\n"
+            "Answer with the option's letter from the given choices directly.")
+
+
+# -- constructed traces ---------------------------------------------------------------------------
+def _maps(code):
+    """Eq. 6 / 7 index maps (nearest after, else before; -1 = black) — written out here, independently."""
+    n = len(code)
+    rel = [i for i in range(n) if code[i]]
+    irr = [i for i in range(n) if not code[i]]
+
+    def nearest(targets, i):
+        after = [t for t in targets if t > i]
+        before = [t for t in targets if t < i]
+        return after[0] if after else before[-1] if before else -1
+
+    pos = [i if code[i] or not rel else nearest(rel, i) for i in range(n)]
+    neg = [i if not code[i] else nearest(irr, i) for i in range(n)]
+    return pos, neg
+
+
+def make_trace(n: int, total_frames: int | None = None, relevant_shots=(1,), k: int = 4, method: str = "cos",
+               video: str | None = "/nowhere/needle_000.mp4", **extra) -> dict:
+    total_frames = total_frames or 10 * n
+    groups = [list(range(s, s + k)) for s in range(0, n - n % k, k)]
+    decisions = [int(j in relevant_shots) for j in range(len(groups))]
+    code = [0] * n
+    for g, d in zip(groups, decisions):
+        for i in g:
+            code[i] = d
+    pos, neg = _maps(code)
+    trace = {
+        "frame_indices": frame_indices(total_frames, n).tolist(), "total_frames": total_frames,
+        "shot_groups": groups, "shot_scores": [0.9 if d else 0.1 for d in decisions], "shot_decisions": decisions,
+        "binary_code": code, "positive_map": pos, "negative_map": neg, "alpha": 1 - sum(code) / n,
+        "scorer": "llava", "method": method, "question": QUESTION, "answer": "B", "video": video,
+        "timings": {"decode_video": 0.1, "score": 0.2, "total": 0.5}, "task": "cos_needle", "split": "test",
+        "doc_id": 0, "error": None,
+    }
+    if method == "uniform":
+        trace.update(binary_code=None, positive_map=None, negative_map=None, shot_groups=None, shot_scores=None,
+                     shot_decisions=None, alpha=0.0, scorer=None)
+    trace.update(extra)
+    return trace
+
+
+def expected_size(n: int, has_code: bool, thumb: int, tile_h: int, per_row: int = 16) -> tuple[int, int]:
+    cols, blocks = min(n, per_row), -(-n // per_row)
+    width = max(viz.MIN_WIDTH, 2 * viz.MARGIN + viz.LABEL_W + cols * thumb + (cols - 1) * viz.GAP)
+    x_row = tile_h + (viz.BAR_H if has_code else 0) + viz.TAG_H
+    block = x_row + (2 * (viz.ROW_GAP + tile_h + viz.TAG_H) if has_code else 0)
+    height = viz.HEADER_H + blocks * block + (blocks - 1) * viz.BLOCK_GAP + viz.LEGEND_GAP + viz.LEGEND_H + viz.MARGIN
+    return width, height
+
+
+def _show(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    viz.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["show", *argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def needle(tmp_path_factory):
+    from cos.synthetic import make_needle_videos
+
+    root = tmp_path_factory.mktemp("needle")
+    qfile = make_needle_videos(root, 4, seed=3, min_frames=40, max_frames=64, size=64, progress=False)
+    return qfile.parent, json.loads(qfile.read_text())
+
+
+# -- strips ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [8, 128])
+def test_strip_pixel_size_from_layout(tmp_path, n):
+    out = viz.render_strip(make_trace(n, relevant_shots=(0, 3, 7)), None, tmp_path / "s.png", thumb=96)
+    with Image.open(out) as im:
+        assert im.format == "PNG"
+        assert im.size == expected_size(n, True, 96, 96)
+    if n == 8:
+        assert expected_size(8, True, 96, 96) == (848, 522)  # 2·8 + 36 + 8·96 + 7·4; header 140 + block 350 + legend 32
+    else:
+        assert expected_size(128, True, 96, 96) == (1648, 3042)  # 16 per row, 8 blocks of X / Sp / Sn
+
+    uniform = viz.render_strip(make_trace(n, method="uniform"), None, tmp_path / "u.png", thumb=96)
+    with Image.open(uniform) as im:
+        assert im.size == expected_size(n, False, 96, 96)
+
+
+def test_strip_non_square_frames_and_small_thumb(tmp_path):
+    frames = np.zeros((8, 48, 64, 3), np.uint8)  # 4:3 -> tile height 3/4 of the width
+    out = viz.render_strip(make_trace(8), frames, tmp_path / "s.png", thumb=40)
+    with Image.open(out) as im:
+        assert im.size == expected_size(8, True, 40, 30)
+    assert viz.tile_height(40, (48, 64, 3)) == 30
+    with pytest.raises(ConfigError, match="frames must be"):
+        viz.render_strip(make_trace(8), frames[:5], tmp_path / "x.png")
+    with pytest.raises(ConfigError, match="frame_indices"):
+        viz.render_strip({"binary_code": None}, None, tmp_path / "x.png")
+    bad = make_trace(8)
+    bad["negative_map"][0] = 8
+    with pytest.raises(ConfigError, match="negative_map"):
+        viz.render_strip(bad, None, tmp_path / "x.png")
+
+
+def test_strip_from_real_video_puts_each_frame_in_its_tile(tmp_path, needle, capsys):
+    root, docs = needle
+    doc = docs[0]
+    video = root / doc["video"]
+    n = 24
+    trace = make_trace(n, total_frames=doc["num_frames"], relevant_shots=(0, 2), video=str(video))
+    tpath = write_trace(trace, tmp_path / "t.json")
+    assert _show([str(tpath), "--video", str(video), "--out", str(tmp_path / "strip.png"), "--thumb", "48"]) == 0
+    assert "match the trace" in capsys.readouterr().out
+    sampled = sample_frames(video, n)
+    assert sampled.indices.tolist() == trace["frame_indices"]
+    with Image.open(tmp_path / "strip.png") as im:
+        strip = np.asarray(im.convert("RGB")).astype(int)
+    th = viz.tile_height(48, sampled.frames.shape[1:])
+    assert strip.shape[:2] == expected_size(n, True, 48, th)[::-1]
+    b = viz.BORDER
+    block_h = th + viz.BAR_H + viz.TAG_H + 2 * (viz.ROW_GAP + th + viz.TAG_H) + viz.BLOCK_GAP
+    for i in (0, 5, 17):  # X row: sampled frame i; rows wrap at 16
+        block, col = divmod(i, 16)
+        x = viz.MARGIN + viz.LABEL_W + col * (48 + viz.GAP)
+        y = viz.HEADER_H + block * block_h
+        want = np.asarray(Image.fromarray(sampled.frames[i]).resize((48, th), Image.BILINEAR)).astype(int)
+        got = strip[y:y + th, x:x + 48]
+        assert np.abs(got[b:-b, b:-b] - want[b:-b, b:-b]).max() == 0, f"tile {i} does not show sampled frame {i}"
+        colour = viz.RELEVANT if trace["binary_code"][i] else viz.IRRELEVANT
+        assert tuple(got[0, 24]) == colour  # relevance border
+
+    # the answer span (needle) marks the X tags of exactly the frames inside it
+    assert _show([str(tpath), "--video", str(video), "--out", str(tmp_path / "truth.png"), "--thumb", "48",
+                  "--truth", f"{doc['needle_start']}:{doc['needle_end']}"]) == 0
+    with Image.open(tmp_path / "truth.png") as im:
+        marked = np.asarray(im.convert("RGB"))
+    inside = [i for i, f in enumerate(trace["frame_indices"]) if doc["needle_start"] <= f < doc["needle_end"]]
+    assert inside
+    for i in range(n):
+        block, col = divmod(i, 16)
+        x = viz.MARGIN + viz.LABEL_W + col * (48 + viz.GAP)
+        tag_top = viz.HEADER_H + block * block_h + th + viz.BAR_H
+        tag = marked[tag_top + 1:tag_top + viz.TAG_H - 1, x:x + 48].reshape(-1, 3)
+        blue = (tag == np.array(viz.TRUTH)).all(axis=1).mean()
+        assert (blue > 0.3) == (i in inside), f"frame {i}: {blue:.2f} of its tag is the answer-span colour"
+
+    # a trace whose indices do not match the video: still drawn, but said so (stderr and in the picture's header)
+    trace["frame_indices"][3] += 1
+    write_trace(trace, tpath)
+    assert _show([str(tpath), "--video", str(video), "--out", str(tmp_path / "bad.png")]) == 0
+    err = capsys.readouterr().err
+    assert "do NOT match the trace" in err and "#3" in err
+    # without --video: placeholder tiles
+    assert _show([str(tpath), "--out", str(tmp_path / "ph.png")]) == 0
+    with Image.open(tmp_path / "ph.png") as im:
+        assert im.size == expected_size(n, True, 96, 96)
+
+
+# -- report -----------------------------------------------------------------------------------------------
+def write_log_folder(root: Path, data_dir: Path, docs: list[dict], n_frames: int = 16) -> dict:
+    """A well-formed lmms-eval output folder: two runs (cos_longva, longva) on cos_needle, traces, errors."""
+    failed_doc = 2
+    expected = {"samples": [], "failures": [], "hits": {}}
+    for model, method, sub in (("cos_longva", "cos", "cos_longva"), ("longva", "uniform", "longva")):
+        trace_dir = root / "traces" / sub
+        out = root / sub
+        out.mkdir(parents=True)
+        trace_dir.mkdir(parents=True)
+        date = "20250101_120000" if method == "cos" else "20250101_130000"
+        lines = []
+        for doc_id, doc in enumerate(docs):
+            video = str(data_dir / doc["video"])
+            prompt = f"{QUESTION}\n(doc {doc_id})"
+            pred = f"{'ABCD'[doc_id % 4]} [{model} doc {doc_id}]"
+            if doc_id == failed_doc:
+                pred = ""
+                rec = {"task": "cos_needle", "split": "test", "doc_id": doc_id, "video": video, "error": "VideoDecodeError",
+                       "cause": f"cannot decode video {video!r}: moov atom not found ({model})", "rank": 0}
+                with open(trace_dir / "errors.jsonl", "a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+                expected["failures"].append(rec["cause"])
+            else:
+                # doc 0: the needle's frames are marked relevant (hit); doc 1 / 3: a shot far from the needle (miss)
+                idx = frame_indices(doc["num_frames"], n_frames)
+                needle_shots = {i // 4 for i, f in enumerate(idx) if doc["needle_start"] <= f < doc["needle_end"]}
+                assert needle_shots, "the needle must fall on a sampled frame for this fixture"
+                shots = needle_shots if doc_id == 0 else {min(set(range(n_frames // 4)) - needle_shots)}
+                trace = make_trace(n_frames, total_frames=doc["num_frames"], relevant_shots=shots, method=method, video=video,
+                                   question=prompt, answer=pred, doc_id=doc_id, decoder="pyav",
+                                   timings={"decode_video": 0.1, "generate": 0.2 + doc_id, "total": 1.0 + doc_id + (method == "cos")})
+                write_trace(trace, trace_dir / "cos_needle" / f"{trace_key(video, prompt)}.json")
+                if method == "cos":
+                    expected["hits"][doc_id] = doc_id == 0
+            correct = float(pred[:1] == doc["answer"])
+            lines.append({"doc_id": doc_id, "target": doc["answer"], "filtered_resps": pred, "input": prompt,
+                          "needle_acc": {"id": doc["id"], "answer": doc["answer"], "pred": pred[:1] or None, "correct": correct},
+                          "needle_grounding": {"id": doc["id"], "grounding": None}, "doc_hash": "x"})
+            expected["samples"].append((model, doc_id, pred))
+        # a stale trace (another prompt, same task and doc_id, e.g. an earlier run into this trace_dir) must be ignored
+        stale = make_trace(n_frames, total_frames=docs[1]["num_frames"], relevant_shots=(), method=method,
+                           video=str(data_dir / docs[1]["video"]), question="an older prompt", answer="STALE", doc_id=1)
+        write_trace(stale, trace_dir / "cos_needle" / f"{trace_key(stale['video'], 'an older prompt')}.json")
+        results = {
+            "results": {"cos_needle": {"alias": "cos_needle", "needle_acc,none": 0.25, "needle_acc_stderr,none": "N/A",
+                                       "needle_grounding,none": 0.5 if method == "cos" else float("nan")}},
+            "n-samples": {"cos_needle": {"original": len(docs), "effective": len(docs)}},
+            "config": {"model": model, "model_args": f"pretrained=/ckpt/tiny,max_frames_num={n_frames},trace_dir={trace_dir}"
+                       + (",scorer=llava,alpha=dynamic" if method == "cos" else "")},
+        }
+        (out / f"{date}_results.json").write_text(json.dumps(results, indent=2))
+        (out / f"{date}_samples_cos_needle.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return expected
+
+
+class _Page(HTMLParser):
+    """Tables (as rows of cell texts) under each h2 id, every href/src, and all text."""
+
+    def __init__(self):
+        super().__init__()
+        self.section, self.tables, self.links, self.text = None, {}, [], []
+        self._row = self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "h2":
+            self.section = a.get("id")
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+        for key in ("href", "src"):
+            if a.get(key):
+                self.links.append((tag, a[key]))
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._row is not None and self._cell is not None:
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.tables.setdefault(self.section, []).append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_report_lists_every_sample_and_failure(tmp_path, needle):
+    data_dir, docs = needle
+    expected = write_log_folder(tmp_path / "logs", data_dir, docs)
+    out = build_report(tmp_path / "logs", tmp_path / "site" / "report.html", video_root=None)
+    page = _Page()
+    page.feed(out.read_text())
+    text = " ".join(page.text)
+
+    for model, doc_id, pred in expected["samples"]:
+        if pred:
+            assert pred in text, f"sample {model}/{doc_id} is missing"
+    sample_rows = page.tables["samples"]
+    assert len([r for r in sample_rows if r[0] != "doc_id"]) == len(expected["samples"])
+    failures = page.tables["failures"][1:]
+    assert sorted(r[6] for r in failures) == sorted(expected["failures"])
+    assert all(r[5] == "VideoDecodeError" and r[3] == "2" for r in failures)
+
+    # metrics side by side: one column per run, headed by what differs between them
+    metrics = page.tables["metrics"]
+    assert len(metrics[0]) == 2 + 2 and "cos_longva" in metrics[0][2] and "longva" in metrics[0][3]
+    assert ["cos_needle", "n", "4", "4"] in metrics
+    assert ["needle_grounding,none", "0.500", "n/a"] in metrics
+    assert "STALE" not in text and "ignored" in text
+
+    # grounding: doc 0 hits the needle, docs 1 and 3 do not -> hit rate 1/3; uniform run has no code
+    hits = expected["hits"]
+    cos_row = next(r for r in page.tables["cos"] if r[0].startswith("run 1") and r[1] == "cos_needle")
+    header = page.tables["cos"][0]
+    assert cos_row[header.index("hit rate")] == f"{sum(hits.values()) / len(hits):.3f}"
+    assert cos_row[header.index("traces")] == "3"
+    uni_row = next(r for r in page.tables["cos"] if r[0].startswith("run 2"))
+    assert uni_row[header.index("hit rate")] == "n/a"
+
+    # self-contained: only data URIs, in-page anchors and relative links to files that exist
+    strips = [h for t, h in page.links if t == "a" and h.endswith(".png")]
+    assert len(set(strips)) == 6  # 3 traced samples per run (also linked from "slowest")
+    for tag, link in page.links:
+        assert not re.match(r"^[a-z]+://", link), f"external resource {link}"
+        if tag == "img":
+            assert link.startswith("data:image/png;base64,")
+        elif not link.startswith("#"):
+            assert (out.parent / link).is_file(), f"dangling link {link}"
+    with Image.open(out.parent / strips[0]) as im:
+        assert im.width > 600
+
+
+def _chromium_console(html_file: Path, tmp_path: Path) -> tuple[list[str], str]:
+    """Console messages Chromium logs while loading ``html_file`` headless, and the DOM it ended with."""
+    proc = subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+         "--enable-logging=stderr", "--v=0", "--dump-dom", html_file.resolve().as_uri()],
+        capture_output=True, text=True, timeout=90)
+    return [line for line in proc.stderr.splitlines() if ":CONSOLE" in line], proc.stdout
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="headless check needs Debian's chromium (/usr/bin/chromium): apt-get install -y chromium")
+def test_report_opens_in_chromium_without_console_errors(tmp_path, needle):
+    # negative control: a page with a script error must be caught by this method
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!DOCTYPE html><html><body><p>x</p><script>undefinedFunction();</script></body></html>")
+    messages, _ = _chromium_console(bad, tmp_path)
+    assert any("undefinedFunction" in m for m in messages), "the console check cannot see a script error"
+
+    data_dir, docs = needle
+    write_log_folder(tmp_path / "logs", data_dir, docs)
+    out = build_report(tmp_path / "logs", tmp_path / "report.html", strips=False)
+    messages, dom = _chromium_console(out, tmp_path)
+    assert "CoS run report" in dom, "chromium did not render the report"
+    assert messages == []
+
+
+def test_report_without_traces_or_results(tmp_path):
+    from cos.errors import CosError
+
+    with pytest.raises(CosError, match="no lmms-eval results"):
+        build_report(tmp_path, tmp_path / "r.html")
+    run = tmp_path / "logs" / "longva"
+    run.mkdir(parents=True)
+    (run / "d_results.json").write_text(json.dumps({"results": {"t": {"acc,none": 0.5}}, "config": {"model": "longva", "model_args": "trace_dir=/no/such"}}))
+    (run / "d_samples_t.jsonl").write_text(json.dumps({"doc_id": 0, "target": "A", "filtered_resps": ["A"], "acc": 1.0}) + "\n")
+    out = build_report(tmp_path / "logs", tmp_path / "r.html")
+    text = out.read_text()
+    assert "not found" in text and "/no/such" in text
+    assert "✓" in text  # the sample is listed and its 0/1 metric read as correctness
