@@ -14,24 +14,24 @@ import sys
 
 from cos.errors import CosError
 
-#: subcommand -> module defining ``add_parser(subparsers)``
-SUBCOMMANDS: dict[str, str] = {
-    "make-needle-videos": "cos.synthetic",
-    "make-tiny-llava": "cos.tiny_llava",
-    "make-tiny-longva": "longva.tiny",
-    "run": "cos_lmms_eval.run",
-    "show": "cos.viz",
-    "report": "cos.report",
-    "env": "cos.env",
+#: subcommand -> (module defining ``add_parser(subparsers)``, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("cos_lmms_eval.run", "answer a question about a video with CoS or the uniform baseline"),
+    "show": ("cos.viz", "draw a trace as a shot strip (frames, relevance, positive/negative videos)"),
+    "report": ("cos.report", "HTML report of an lmms-eval output folder with traces"),
+    "make-needle-videos": ("cos.synthetic", "write synthetic needle-in-a-haystack videos + questions"),
+    "make-tiny-longva": ("longva.tiny", "write a random LongVA checkpoint in the original format"),
+    "make-tiny-llava": ("cos.tiny_llava", "write a random LLaVA scorer checkpoint"),
+    "env": ("cos.env", "print versions for bug reports"),
 }
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cos", description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser = argparse.ArgumentParser(prog="cos", description="Chain-of-Shot prompting for long-video QA (LongVA).", allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in SUBCOMMANDS.items():
+    for name, (module, help_text) in SUBCOMMANDS.items():
         if only is not None and name != only:
-            sub.add_parser(name, help=f"(see `cos {name} --help`)")
+            sub.add_parser(name, help=help_text)
             continue
         importlib.import_module(module).add_parser(sub)
     return parser
