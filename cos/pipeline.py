@@ -128,6 +128,7 @@ class CoSPipeline:
         self.model = model
         self.scorer = scorer
         self.config = config or CoSConfig()
+        self.score_cache = None  # optional: get(key) / put(key, ShotScores), see answer()
         self._black_features: torch.Tensor | None = None
         self._black_shape: tuple | None = None
         self._sync = torch.cuda.synchronize if torch.cuda.is_available() else None
@@ -186,11 +187,15 @@ class CoSPipeline:
         gen: GenerationOptions | None = None,
         scorer_question: str | None = None,
         timer: StageTimer | None = None,
+        score_cache_key: str | None = None,
     ) -> Answer:
         """Answer ``question`` about uint8 RGB ``frames (n, H, W, 3)`` (already sampled).
 
         ``scorer_question`` is what the scorer sees (the release passes the whole prompt, which is
-        the default). Returns the answer text and the trace (see :mod:`cos.trace`).
+        the default). ``score_cache_key`` identifies (video, sampled frames, question) for
+        ``self.score_cache`` (any object with ``get(key) -> ShotScores | None`` and ``put(key, scores)``;
+        the scorer's identity is the cache's business), so re-running with another α or decoding option
+        does not re-score. Returns the answer text and the trace (see :mod:`cos.trace`).
         """
         if method not in METHODS:
             raise ConfigError(f"method must be one of {list(METHODS)}, got {method!r}")
@@ -212,7 +217,12 @@ class CoSPipeline:
             with timer("mosaics"):
                 mosaics, groups = make_mosaics(frames, cfg.shot_size, cfg.leftover)
             with timer("score"):
-                scores = self.scorer.score(mosaics, scorer_question if scorer_question is not None else question)
+                scores = self.score_cache.get(score_cache_key) if self.score_cache and score_cache_key else None
+                trace["score_cache_hit"] = scores is not None
+                if scores is None:
+                    scores = self.scorer.score(mosaics, scorer_question if scorer_question is not None else question)
+                    if self.score_cache and score_cache_key:
+                        self.score_cache.put(score_cache_key, scores)
             with timer("compose"):
                 code = binary_code(scores.decisions, groups, n)
                 pos = positive_map(code)

@@ -406,12 +406,15 @@ def show_command(args) -> int:
     trace = load_trace(args.trace)
     _check_trace(trace)
     frames, note = None, None
-    if args.video:
-        frames, note = frames_for_trace(trace, args.video, args.backend)
+    video = args.video
+    if video is None and trace.get("video") and Path(trace["video"]).is_file():
+        video = trace["video"]  # the trace names its video; use it when it is still there
+    if video:
+        frames, note = frames_for_trace(trace, video, args.backend)
         if note:
             print(f"cos show: warning: {note}", file=sys.stderr)
         else:
-            print(f"frames re-sampled from {args.video} match the trace's {len(trace['frame_indices'])} frame indices")
+            print(f"frames re-sampled from {video} match the trace's {len(trace['frame_indices'])} frame indices")
     out = args.out or Path(args.trace).with_suffix(".png")
     truth = None
     if args.truth:
@@ -432,7 +435,7 @@ def add_parser(subparsers):
         description="Draw the shot strip of one CoS trace: the sampled frames marked relevant/irrelevant, their shot "
                     "scores, and the positive and negative videos. Without --video the frames are grey placeholders.")
     p.add_argument("trace", help="trace JSON (trace_dir/<task>/<key>.json)")
-    p.add_argument("--video", help="the video file; its frames are re-sampled at the trace's frame indices (checked)")
+    p.add_argument("--video", help="the video file (default: the trace's own video when it exists); frames are re-sampled at the trace's frame indices (checked)")
     p.add_argument("--out", help="output PNG (default: the trace path with .png)")
     p.add_argument("--thumb", type=int, default=96, help="thumbnail width in pixels (default 96)")
     p.add_argument("--per-row", type=int, default=PER_ROW, help=f"frames per row block (default {PER_ROW})")
