@@ -20,6 +20,7 @@ from cos.compose import BLACK, gather_features, negative_map, positive_map, reso
 from cos.decoding import co_reasoning_generate
 from cos.errors import ConfigError
 from cos.grounding import binary_code, summary
+from cos.prefix import prefill_shared
 from cos.protocol import VideoLM
 from cos.scoring import ShotScorer
 from cos.shots import make_mosaics
@@ -82,6 +83,7 @@ class CoSConfig:
     alpha: float | str = "auto"
     negative_order: str = "forward"
     encode_chunk_size: int = 32
+    share_prefix: bool = True
 
     def __post_init__(self):
         if int(self.shot_size) < 1:
@@ -150,11 +152,16 @@ class CoSPipeline:
             self._black_shape = frame_shape
         return self._black_features
 
-    def _generate(self, embeds: torch.Tensor, gen: GenerationOptions, timer: StageTimer, alpha: float | None):
+    def _generate(self, embeds: torch.Tensor, gen: GenerationOptions, timer: StageTimer, alpha: float | None, trace: dict):
         clock = _StepClock(self._sync)
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
         start = time.perf_counter()
+        extra = {}
         with torch.inference_mode():
+            if alpha is not None and self.config.share_prefix and hasattr(self.model, "prefill"):
+                # X, Sp, Sn share their leading tokens: prefill each shared prefix once (cos.prefix).
+                extra["cache"], stats = prefill_shared(self.model.prefill, embeds)
+                trace.update(prefill_tokens=stats.computed, prefill_tokens_unshared=stats.unshared, prefill_forks=stats.forks)
             if alpha is None:
                 out = self.model.generate(
                     inputs_embeds=embeds, attention_mask=mask, logits_processor=LogitsProcessorList([clock]), **gen.generate_kwargs()
@@ -170,6 +177,7 @@ class CoSPipeline:
                     max_new_tokens=gen.max_new_tokens,
                     repetition_penalty=float(getattr(self.model, "repetition_penalty", 1.0) or 1.0),
                     extra_processors=[clock],
+                    **extra,
                 )
         end = time.perf_counter()
         first = clock.stamps[0] if clock.stamps else end
@@ -252,14 +260,14 @@ class CoSPipeline:
             # l(X) + 0·(...) == l(X): run the baseline itself (exactly equal, and one stream cheaper).
             with timer("splice"):
                 embeds = self.model.embed_prompt(prompt_ids, features)
-            tokens, steps = self._generate(embeds, gen, timer, alpha=None)
+            tokens, steps = self._generate(embeds, gen, timer, alpha=None, trace=trace)
             trace["streams"] = 1
         else:
             with timer("splice"):
                 black = self.black_features(frames.shape[1:]) if (neg == BLACK).any() else None
                 streams = [features, gather_features(features, pos, black), gather_features(features, neg, black)]
                 embeds = torch.cat([self.model.embed_prompt(prompt_ids, f) for f in streams], dim=0)
-            tokens, steps = self._generate(embeds, gen, timer, alpha=alpha)
+            tokens, steps = self._generate(embeds, gen, timer, alpha=alpha, trace=trace)
             trace["streams"] = 3
         text = gen.cut(self.model.decode(tokens))
         trace.update(answer=text, answer_tokens=tokens, decode_steps=steps, sequence_length=int(embeds.shape[1]))

@@ -31,6 +31,10 @@ class VideoLM(Protocol):
     def forward_logits(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """One uncached forward -> last-position logits ``(B, V)`` (float32)."""
 
+    def prefill(self, inputs_embeds: torch.Tensor, cache=None):
+        """One cached forward of ``inputs_embeds (1, l, D)`` continuing ``cache`` (a
+        ``transformers`` ``DynamicCache`` or ``None``); returns the extended cache."""
+
     def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
         """``transformers`` ``generate`` from embeddings; returns only the new tokens ``(B, T_new)``."""
 

@@ -6,6 +6,7 @@ module imports ``datasets``/``lmms_eval``, which read it at import time) and hub
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -47,3 +48,33 @@ def needle_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("needle")
     make_needle_videos(out, 4, seed=0, min_frames=32, max_frames=64, size=64, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def backend(tiny_longva_dir):
+    """The tiny LongVA checkpoint loaded as a ``cos.protocol.VideoLM`` (CPU, fp32)."""
+    from cos_lmms_eval.backend import load_longva
+
+    return load_longva(str(tiny_longva_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def frames(needle_data):
+    """8 frames sampled from the first needle video."""
+    from cos.video import sample_frames
+
+    docs = json.loads((needle_data / "questions.json").read_text())
+    return sample_frames(needle_data / docs[0]["video"], 8).frames
+
+
+def three_streams(backend, frames, code, question):
+    """Input embeddings of (X, Sp, Sn) for a binary ``code`` over ``frames``: Eq. 6/7 maps, features gathered."""
+    import numpy as np
+
+    from cos.compose import gather_features, negative_map, positive_map
+
+    ids = backend.prompt_ids(question)
+    feats = backend.encode_frames(backend.preprocess(frames))
+    black = backend.encode_frames(backend.preprocess(np.zeros_like(frames[:1])))[0]
+    maps = [np.arange(len(code)), positive_map(code), negative_map(code)]
+    return [backend.embed_prompt(ids, gather_features(feats, m, black)) for m in maps]

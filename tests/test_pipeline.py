@@ -11,36 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from cos.compose import BLACK, gather_features, negative_map, positive_map
+from cos.compose import BLACK
 from cos.decoding import co_reasoning_generate, penalise_repetition
 from cos.pipeline import CoSConfig, CoSPipeline, GenerationOptions
 from cos.scoring import LlavaScorer, UniformScorer, clear_scorer_cache
-from cos.video import sample_frames
+from conftest import three_streams
 
 N = 8
 QUESTION = "What colour is the shape that briefly appears in the video?\nA. red\nB. green\nC. blue\nD. yellow"
 
 
-@pytest.fixture(scope="module")
-def backend(tiny_longva_dir):
-    from cos_lmms_eval.backend import load_longva
-
-    torch.manual_seed(0)
-    return load_longva(str(tiny_longva_dir), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def frames(needle_data):
-    docs = json.loads((needle_data / "questions.json").read_text())
-    return sample_frames(needle_data / docs[0]["video"], N).frames
-
-
 def _streams(backend, frames, code):
-    ids = backend.prompt_ids(QUESTION)
-    feats = backend.encode_frames(backend.preprocess(frames))
-    black = backend.encode_frames(backend.preprocess(np.zeros_like(frames[:1])))[0]
-    maps = [np.arange(len(code)), positive_map(code), negative_map(code)]
-    return [backend.embed_prompt(ids, gather_features(feats, m, black)) for m in maps]
+    return three_streams(backend, frames, code, QUESTION)
 
 
 def _naive_co_reasoning(backend, streams, alpha, steps, penalty):

@@ -69,6 +69,13 @@ class LongVABackend:
         out = self.model.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
         return out.logits[:, -1].float()
 
+    def prefill(self, inputs_embeds: torch.Tensor, cache=None):
+        from transformers import DynamicCache
+
+        cache = cache if cache is not None else DynamicCache(config=self.model.language_model.config)
+        out = self.model.language_model(inputs_embeds=inputs_embeds, cache=cache, use_cache=True, logits_to_keep=1)
+        return out.cache
+
     def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
         return self.model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
 

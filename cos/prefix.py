@@ -1,0 +1,96 @@
+"""Prefill the three co-reasoning streams once per shared prefix.
+
+X, Sp and Sn are the same prompt with different frames: a stream's tokens equal another's up to the
+first frame that its index map changes. With causal attention the keys and values of a shared prefix
+are identical, so each stream needs only the part after the longest prefix it shares with a stream
+already prefilled:
+
+    cost = (L − 1) + Σ_{s ∈ {Sp, Sn}} (L − 1 − max_{t prefilled before s} c(s, t))
+
+tokens instead of 3(L − 1), where c(s, t) is the length of the common prefix of s and t. For X the
+cache is computed from scratch; Sn typically forks from X at the first relevant frame, and Sp from X at
+the first irrelevant one (the text before the video is always shared). The three caches are then stacked
+into one batch-of-3 cache and ``generate`` continues from position L − 1 with the batched decode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+
+@dataclass
+class PrefillStats:
+    """How many prompt tokens were run through the model, against the unshared 3·(L − 1)."""
+
+    computed: int
+    unshared: int
+    parents: list  # per stream: index of the stream it forked from (None = from scratch)
+    forks: list  # per stream: number of tokens reused from the parent
+
+    @property
+    def saved_fraction(self) -> float:
+        return 1.0 - self.computed / self.unshared if self.unshared else 0.0
+
+
+def common_prefix_length(a: torch.Tensor, b: torch.Tensor) -> int:
+    """Number of leading positions at which the embeddings ``a (L, D)`` and ``b (L, D)`` are identical."""
+    if a.shape != b.shape:
+        raise ValueError(f"streams must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    differs = (a != b).any(dim=-1)
+    return int(differs.float().argmax()) if bool(differs.any()) else int(a.shape[0])
+
+
+def _crop(cache: DynamicCache, length: int) -> DynamicCache:
+    """A new cache holding the first ``length`` positions of ``cache`` (views; ``cache`` is untouched)."""
+    return DynamicCache(ddp_cache_data=[(layer.keys[..., :length, :], layer.values[..., :length, :]) for layer in cache.layers])
+
+
+def stack_caches(caches: list[DynamicCache]) -> DynamicCache:
+    """Concatenate batch-1 caches of equal length into one cache of batch ``len(caches)``."""
+    lengths = {c.get_seq_length() for c in caches}
+    if len(lengths) != 1:
+        raise ValueError(f"caches must have equal lengths to be stacked, got {sorted(lengths)}")
+    data = [
+        (torch.cat([c.layers[i].keys for c in caches]), torch.cat([c.layers[i].values for c in caches]))
+        for i in range(len(caches[0].layers))
+    ]
+    return DynamicCache(ddp_cache_data=data)
+
+
+def prefill_shared(prefill, streams: torch.Tensor, upto: int | None = None) -> tuple[DynamicCache, PrefillStats]:
+    """Prefill ``streams (S, L, D)`` (one sample's streams, no padding) up to position ``upto``
+    (default L − 1, so that ``generate`` runs the last prompt token batched), sharing prefixes.
+
+    ``prefill(inputs_embeds (1, l, D), cache | None) -> DynamicCache`` runs one cached forward
+    (it must continue positions from the cache's length). Returns the stacked cache of batch S and the
+    token accounting.
+    """
+    if streams.dim() != 3:
+        raise ValueError(f"streams must be (S, L, D), got {tuple(streams.shape)}")
+    count, length = streams.shape[:2]
+    upto = length - 1 if upto is None else int(upto)
+    if not 0 < upto <= length:
+        raise ValueError(f"upto must be in [1, {length}], got {upto}")
+    caches: list[DynamicCache] = []
+    parents, forks, computed = [], [], 0
+    for s in range(count):
+        best, best_len = None, 0
+        for t in range(s):
+            shared = min(common_prefix_length(streams[s], streams[t]), upto)
+            if shared > best_len:
+                best, best_len = t, shared
+        if best is None:
+            cache = prefill(streams[s : s + 1, :upto], None)
+        else:
+            cache = _crop(caches[best], best_len)
+            if best_len < upto:
+                cache = prefill(streams[s : s + 1, best_len:upto], cache)
+        computed += upto - best_len
+        caches.append(cache)
+        parents.append(best)
+        forks.append(best_len)
+    stats = PrefillStats(computed=computed, unshared=count * upto, parents=parents, forks=forks)
+    return stack_caches(caches), stats
