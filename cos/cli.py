@@ -17,6 +17,7 @@ from cos.errors import CosError
 #: subcommand -> (module defining ``add_parser(subparsers)``, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("cos_lmms_eval.run", "answer a question about a video with CoS or the uniform baseline"),
+    "bench": ("cos_lmms_eval.bench", "stage-by-stage cost: CoS vs the uniform baseline vs a release-style pipeline"),
     "show": ("cos.viz", "draw a trace as a shot strip (frames, relevance, positive/negative videos)"),
     "report": ("cos.report", "HTML report of an lmms-eval output folder with traces"),
     "make-needle-videos": ("cos.synthetic", "write synthetic needle-in-a-haystack videos + questions"),

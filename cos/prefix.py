@@ -43,7 +43,7 @@ def common_prefix_length(a: torch.Tensor, b: torch.Tensor) -> int:
     return int(differs.float().argmax()) if bool(differs.any()) else int(a.shape[0])
 
 
-def _crop(cache: DynamicCache, length: int) -> DynamicCache:
+def crop_cache(cache: DynamicCache, length: int) -> DynamicCache:
     """A new cache holding the first ``length`` positions of ``cache`` (views; ``cache`` is untouched)."""
     return DynamicCache(ddp_cache_data=[(layer.keys[..., :length, :], layer.values[..., :length, :]) for layer in cache.layers])
 
@@ -60,13 +60,11 @@ def stack_caches(caches: list[DynamicCache]) -> DynamicCache:
     return DynamicCache(ddp_cache_data=data)
 
 
-def prefill_shared(prefill, streams: torch.Tensor, upto: int | None = None) -> tuple[DynamicCache, PrefillStats]:
-    """Prefill ``streams (S, L, D)`` (one sample's streams, no padding) up to position ``upto``
-    (default L − 1, so that ``generate`` runs the last prompt token batched), sharing prefixes.
+def plan_prefill(streams: torch.Tensor, upto: int | None = None) -> PrefillStats:
+    """Which stream forks from which, and how many tokens each must compute (no model involved).
 
-    ``prefill(inputs_embeds (1, l, D), cache | None) -> DynamicCache`` runs one cached forward
-    (it must continue positions from the cache's length). Returns the stacked cache of batch S and the
-    token accounting.
+    Stream ``s`` forks from the earlier stream ``t`` with the longest common prefix ``c(s, t)``
+    (capped at ``upto``) and computes ``upto − c(s, t)`` tokens; the first stream computes ``upto``.
     """
     if streams.dim() != 3:
         raise ValueError(f"streams must be (S, L, D), got {tuple(streams.shape)}")
@@ -74,23 +72,35 @@ def prefill_shared(prefill, streams: torch.Tensor, upto: int | None = None) -> t
     upto = length - 1 if upto is None else int(upto)
     if not 0 < upto <= length:
         raise ValueError(f"upto must be in [1, {length}], got {upto}")
-    caches: list[DynamicCache] = []
-    parents, forks, computed = [], [], 0
+    parents, forks = [], []
     for s in range(count):
         best, best_len = None, 0
         for t in range(s):
             shared = min(common_prefix_length(streams[s], streams[t]), upto)
             if shared > best_len:
                 best, best_len = t, shared
-        if best is None:
-            cache = prefill(streams[s : s + 1, :upto], None)
-        else:
-            cache = _crop(caches[best], best_len)
-            if best_len < upto:
-                cache = prefill(streams[s : s + 1, best_len:upto], cache)
-        computed += upto - best_len
-        caches.append(cache)
         parents.append(best)
         forks.append(best_len)
-    stats = PrefillStats(computed=computed, unshared=count * upto, parents=parents, forks=forks)
+    return PrefillStats(computed=count * upto - sum(forks), unshared=count * upto, parents=parents, forks=forks)
+
+
+def prefill_shared(prefill, streams: torch.Tensor, upto: int | None = None) -> tuple[DynamicCache, PrefillStats]:
+    """Prefill ``streams (S, L, D)`` (one sample's streams, no padding) up to position ``upto``
+    (default L − 1, so that ``generate`` runs the last prompt token batched), sharing prefixes as
+    :func:`plan_prefill` decides.
+
+    ``prefill(inputs_embeds (1, l, D), cache | None) -> DynamicCache`` runs one cached forward (it must
+    continue positions from the cache's length). Returns the stacked cache of batch S and the plan.
+    """
+    stats = plan_prefill(streams, upto)
+    upto = stats.unshared // streams.shape[0]
+    caches: list[DynamicCache] = []
+    for s, (parent, fork) in enumerate(zip(stats.parents, stats.forks)):
+        if parent is None:
+            cache = prefill(streams[s : s + 1, :upto], None)
+        else:
+            cache = crop_cache(caches[parent], fork)
+            if fork < upto:
+                cache = prefill(streams[s : s + 1, fork:upto], cache)
+        caches.append(cache)
     return stack_caches(caches), stats
