@@ -139,20 +139,22 @@ def _crop_batch(cache, batch: int):
 
 # -- driver ----------------------------------------------------------------------------------------
 def _prepare(args) -> tuple[Path, Path, Path, dict]:
-    from cos.synthetic import make_needle_videos
-    from cos.tiny_llava import build_tiny_llava
-    from longva.tiny import build_tiny_longva
-
-    work = Path(args.workdir)
+    work = Path(args.workdir)  # built once, reused (and carried as is to a GPU machine)
     size = "tiny" if args.smoke else "small"
     ckpt = work / f"{size}-longva"
     if not (ckpt / "config.json").exists():
+        from longva.tiny import build_tiny_longva
+
         build_tiny_longva(ckpt, seed=0, size=size)
     scorer = work / "tiny-llava"
     if not (scorer / "config.json").exists():
+        from cos.tiny_llava import build_tiny_llava
+
         build_tiny_llava(scorer, seed=0)
     vids = work / ("needle-smoke" if args.smoke else "needle")
     if not (vids / "questions.json").exists():
+        from cos.synthetic import make_needle_videos
+
         frames = max(args.frames)
         make_needle_videos(vids, 1, seed=0, min_frames=max(frames, 64), max_frames=max(frames, 64) * 2,
                            size=64 if args.smoke else 224, progress=False)
@@ -175,6 +177,9 @@ def run_bench(args) -> dict:
     ckpt, scorer_dir, vids, doc = _prepare(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     backend = load_longva(str(ckpt), device=device, torch_dtype=args.dtype, attn_implementation=args.attn_implementation)
+    # Every pipeline generates exactly --new-tokens tokens: no early stop at EOS (random weights stop
+    # at arbitrary steps, and unequal token counts would make the decode stages incomparable).
+    backend.model.generation_config.eos_token_id = None
     scorer_kwargs = dict(pretrained=str(scorer_dir), mode="generate", device=device)
     scorer = get_scorer("llava", **scorer_kwargs)  # loaded once, reused by every CoS run
     config = CoSConfig(shot_size=4)
