@@ -146,10 +146,26 @@ class LongVAProcessor:
             raise ValueError(f"frames must be uint8 RGB, got {frames.dtype}")
         if frames.shape[0] == 0:
             raise ValueError("no frames to preprocess")
-        out = self.image_processor(
+        chunks = [frames[i : i + self.preprocess_chunk] for i in range(0, len(frames), self.preprocess_chunk)]
+        workers = min(len(chunks), self.num_workers)
+        if workers > 1:  # PIL's resize releases the GIL: frames are processed in parallel, output order kept
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(self._preprocess_chunk, chunks))
+        else:
+            parts = [self._preprocess_chunk(chunk) for chunk in chunks]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return out.to(device=device, dtype=dtype or torch.float32)
+
+    #: frames per image-processor call, and threads over those calls (``preprocess``)
+    preprocess_chunk = 8
+    num_workers = min(8, os.cpu_count() or 1)
+
+    def _preprocess_chunk(self, frames: np.ndarray) -> torch.Tensor:
+        return self.image_processor(
             list(frames), return_tensors="pt", input_data_format="channels_last", data_format="channels_first"
         )["pixel_values"]
-        return out.to(device=device, dtype=dtype or torch.float32)
 
     # ------------------------------------------------------------------------------ text
     def build_prompt(self, question: str) -> str:

@@ -60,3 +60,25 @@ def test_stack_caches_rejects_unequal_lengths(backend, frames):
         b = backend.prefill(torch.zeros(1, 4, backend.model.language_model.config.hidden_size))
     with pytest.raises(ValueError, match="equal lengths"):
         stack_caches([a, b])
+
+
+@torch.inference_mode()
+def test_chunked_continuation_prefill_is_exact(backend, frames, monkeypatch):
+    code = np.array([0, 0, 0, 1, 1, 0, 0, 0], dtype=np.int8)
+    streams = torch.cat(three_streams(backend, frames, code, QUESTION))
+    kwargs = dict(max_new_tokens=6, repetition_penalty=backend.repetition_penalty, return_dict_in_generate=True, output_scores=True)
+    whole, _ = prefill_shared(backend.prefill, streams)
+    monkeypatch.setattr(backend, "prefill_chunk", 7)  # many chunks, one of them ragged
+    chunked, _ = prefill_shared(backend.prefill, streams)
+    for a, b in zip(whole.layers, chunked.layers):
+        torch.testing.assert_close(a.keys, b.keys, atol=1e-5, rtol=0)
+    out_whole = co_reasoning_generate(backend, streams, None, 0.5, cache=whole, **kwargs)
+    out_chunked = co_reasoning_generate(backend, streams, None, 0.5, cache=chunked, **kwargs)
+    assert out_whole.sequences.tolist() == out_chunked.sequences.tolist()
+
+
+def test_threaded_preprocess_equals_serial(backend, frames, monkeypatch):
+    serial = backend.processor.preprocess(frames)
+    monkeypatch.setattr(backend.processor, "preprocess_chunk", 3)
+    monkeypatch.setattr(backend.processor, "num_workers", 4)
+    assert torch.equal(backend.processor.preprocess(frames), serial)

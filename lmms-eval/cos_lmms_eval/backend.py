@@ -69,12 +69,20 @@ class LongVABackend:
         out = self.model.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
         return out.logits[:, -1].float()
 
+    #: tokens per forward when a prefill continues a cache. A continuation needs an explicit
+    #: (query × key) attention mask, so an unchunked 18k-token suffix would materialise an 18k × 18k
+    #: mask (~650 MB in bf16); chunks bound it, and the activations, at chunk × L.
+    prefill_chunk = 2048
+
     def prefill(self, inputs_embeds: torch.Tensor, cache=None):
         from transformers import DynamicCache
 
-        cache = cache if cache is not None else DynamicCache(config=self.model.language_model.config)
-        out = self.model.language_model(inputs_embeds=inputs_embeds, cache=cache, use_cache=True, logits_to_keep=1)
-        return out.cache
+        lm = self.model.language_model
+        if cache is None:  # from scratch: plain causal attention, no mask is built
+            return lm(inputs_embeds=inputs_embeds, cache=DynamicCache(config=lm.config), use_cache=True, logits_to_keep=1).cache
+        for start in range(0, inputs_embeds.shape[1], self.prefill_chunk):
+            cache = lm(inputs_embeds=inputs_embeds[:, start : start + self.prefill_chunk], cache=cache, use_cache=True, logits_to_keep=1).cache
+        return cache
 
     def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
         return self.model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)

@@ -249,7 +249,7 @@ def run_bench(args) -> dict:
             if key in entry["cos"]:
                 ratios[f"cos_{key.replace('_mib', '')}_over_uniform"] = entry["cos"][key] / entry["uniform"][key]
         entry.update(ratios=ratios, decode_step=step, prefix_saved_fraction=prefix,
-                     tokens_equal_release=bool(runs["release"]) and runs["release"][0]["tokens"] == runs["cos"][0]["tokens"])
+                     tokens_equal_release=(runs["release"][0]["tokens"] == runs["cos"][0]["tokens"]) if runs["release"] else None)
         report["frames"][str(n)] = entry
         if args.profile:
             _profile(pipe, video, n, question, gen, Path(args.workdir) / f"profile_cos_{n}.json")
@@ -296,7 +296,8 @@ def format_report(report: dict) -> str:
         lines.append("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()))
         p = entry["prefix_saved_fraction"]
         lines.append(f"shared-prefix prefill saves {100 * p['needle']:.0f}% of prefill tokens on the needle video's true code, "
-                     f"{100 * p['random']:.0f}% on random codes; CoS tokens == release-style tokens: {entry['tokens_equal_release']}")
+                     f"{100 * p['random']:.0f}% on random codes"
+                     + ("" if entry["tokens_equal_release"] is None else f"; CoS tokens == release-style tokens: {entry['tokens_equal_release']}"))
     return "\n".join(lines)
 
 
