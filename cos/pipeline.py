@@ -20,7 +20,7 @@ from cos.compose import BLACK, gather_features, negative_map, positive_map, reso
 from cos.decoding import co_reasoning_generate
 from cos.errors import ConfigError
 from cos.grounding import binary_code, summary
-from cos.prefix import prefill_shared
+from cos.prefix import plan_prefill, prefill_shared
 from cos.protocol import VideoLM
 from cos.scoring import ShotScorer
 from cos.shots import make_mosaics
@@ -83,7 +83,12 @@ class CoSConfig:
     alpha: float | str = "auto"
     negative_order: str = "forward"
     encode_chunk_size: int = 32
-    share_prefix: bool = True
+    #: "auto": prefill shared prefixes once (cos.prefix) when that saves at least
+    #: ``share_prefix_min_saving`` of the prefill tokens, else prefill the three streams as one batch;
+    #: "always" / "never" force either. Sharing continues caches, which needs explicit attention masks
+    #: (no fused causal kernel), so small savings do not pay on a GPU (see README, "Cost").
+    share_prefix: str = "auto"
+    share_prefix_min_saving: float = 0.25
 
     def __post_init__(self):
         if int(self.shot_size) < 1:
@@ -91,6 +96,8 @@ class CoSConfig:
         self.shot_size = int(self.shot_size)
         if self.leftover not in ("pad", "drop"):
             raise ConfigError(f"leftover must be one of ['pad', 'drop'], got {self.leftover!r}")
+        if self.share_prefix not in ("auto", "always", "never"):
+            raise ConfigError(f"share_prefix must be one of ['auto', 'always', 'never'], got {self.share_prefix!r}")
         if self.negative_order not in ("forward", "backward"):
             raise ConfigError(f"negative_order must be one of ['forward', 'backward'], got {self.negative_order!r}")
         resolve_alpha(self.alpha, np.zeros(1, dtype=np.int8))  # validates the value early
@@ -158,10 +165,15 @@ class CoSPipeline:
         start = time.perf_counter()
         extra = {}
         with torch.inference_mode():
-            if alpha is not None and self.config.share_prefix and hasattr(self.model, "prefill"):
+            if alpha is not None:
                 # X, Sp, Sn share their leading tokens: prefill each shared prefix once (cos.prefix).
-                extra["cache"], stats = prefill_shared(self.model.prefill, embeds)
-                trace.update(prefill_tokens=stats.computed, prefill_tokens_unshared=stats.unshared, prefill_forks=stats.forks)
+                plan, cfg = plan_prefill(embeds), self.config
+                share = hasattr(self.model, "prefill") and (
+                    cfg.share_prefix == "always" or (cfg.share_prefix == "auto" and plan.saved_fraction >= cfg.share_prefix_min_saving))
+                if share:
+                    extra["cache"], plan = prefill_shared(self.model.prefill, embeds, plan=plan)
+                trace.update(prefill_shared=share, prefill_tokens=plan.computed if share else plan.unshared,
+                             prefill_tokens_unshared=plan.unshared, prefill_forks=plan.forks)
             if alpha is None:
                 out = self.model.generate(
                     inputs_embeds=embeds, attention_mask=mask, logits_processor=LogitsProcessorList([clock]), **gen.generate_kwargs()

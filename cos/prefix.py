@@ -84,15 +84,16 @@ def plan_prefill(streams: torch.Tensor, upto: int | None = None) -> PrefillStats
     return PrefillStats(computed=count * upto - sum(forks), unshared=count * upto, parents=parents, forks=forks)
 
 
-def prefill_shared(prefill, streams: torch.Tensor, upto: int | None = None) -> tuple[DynamicCache, PrefillStats]:
+def prefill_shared(prefill, streams: torch.Tensor, upto: int | None = None, plan: PrefillStats | None = None) -> tuple[DynamicCache, PrefillStats]:
     """Prefill ``streams (S, L, D)`` (one sample's streams, no padding) up to position ``upto``
     (default L − 1, so that ``generate`` runs the last prompt token batched), sharing prefixes as
     :func:`plan_prefill` decides.
 
     ``prefill(inputs_embeds (1, l, D), cache | None) -> DynamicCache`` runs one cached forward (it must
-    continue positions from the cache's length). Returns the stacked cache of batch S and the plan.
+    continue positions from the cache's length). ``plan``: a plan already made for these streams.
+    Returns the stacked cache of batch S and the plan.
     """
-    stats = plan_prefill(streams, upto)
+    stats = plan if plan is not None else plan_prefill(streams, upto)
     upto = stats.unshared // streams.shape[0]
     caches: list[DynamicCache] = []
     for s, (parent, fork) in enumerate(zip(stats.parents, stats.forks)):

@@ -164,3 +164,22 @@ def test_cos_run_reports_a_bad_video_without_a_traceback(tmp_path, tiny_longva_d
                            "--question", "q", "--scorer", "uniform"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "cannot decode video" in proc.stderr and str(bad) in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("code", [[1, 1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1, 1]])
+def test_prefill_strategies_give_the_same_answer(backend, frames, code):
+    class Fixed(_AlternatingScorer):
+        def score(self, mosaics, question):
+            from cos.scoring import ShotScores
+
+            d = np.array(code[::2], dtype=np.int64)
+            return ShotScores(scores=d.astype(float), decisions=d, responses=[""] * len(d))
+
+    answers = {}
+    for strategy in ("always", "never", "auto"):
+        result = CoSPipeline(backend, Fixed(), CoSConfig(shot_size=2, share_prefix=strategy)).answer(
+            frames, QUESTION, gen=GenerationOptions(max_new_tokens=6))
+        answers[strategy] = result.trace["answer_tokens"]
+        assert result.trace["prefill_shared"] == (strategy == "always" or (strategy == "auto" and
+                                                  result.trace["prefill_tokens"] <= 0.75 * result.trace["prefill_tokens_unshared"]))
+    assert answers["always"] == answers["never"] == answers["auto"]

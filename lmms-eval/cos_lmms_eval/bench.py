@@ -182,7 +182,7 @@ def run_bench(args) -> dict:
     backend.model.generation_config.eos_token_id = None
     scorer_kwargs = dict(pretrained=str(scorer_dir), mode="generate", device=device)
     scorer = get_scorer("llava", **scorer_kwargs)  # loaded once, reused by every CoS run
-    config = CoSConfig(shot_size=4)
+    config = CoSConfig(shot_size=4, share_prefix=args.share_prefix)
     pipe = CoSPipeline(backend, scorer, config)
     options = "\n".join(doc["options"])
     question = f"{doc['question']}\n{options}\nAnswer with the option's letter from the given choices directly."
@@ -208,7 +208,7 @@ def run_bench(args) -> dict:
         return {"timings": timings, "total": total, "tokens": tokens, "streams": streams, **_peak()}
 
     report = {"device": _device_name(device), "dtype": str(backend.dtype).replace("torch.", ""),
-              "attn_implementation": args.attn_implementation, "checkpoint": ckpt.name, "scorer": "tiny-llava (generate mode)",
+              "attn_implementation": args.attn_implementation, "share_prefix": args.share_prefix, "checkpoint": ckpt.name, "scorer": "tiny-llava (generate mode)",
               "repeats": args.repeats, "release_repeats": args.release_repeats, "new_tokens": args.new_tokens, "frames": {}}
     for n in args.frames:
         runs = {k: [] for k in PIPELINES}
@@ -278,7 +278,7 @@ def format_report(report: dict) -> str:
     for n, entry in report["frames"].items():
         present = [k for k in PIPELINES if k in entry]
         lines.append(f"\n{n} frames — {report['checkpoint']} LongVA, {report['scorer']}, {report['device']}, {report['dtype']}, "
-                     f"{report['attn_implementation']}; median of {report['repeats']} after a warm-up "
+                     f"{report['attn_implementation']}, share_prefix={report['share_prefix']}; median of {report['repeats']} after a warm-up "
                      f"(release-style: {report['release_repeats']}); {report['new_tokens']} new tokens")
         lines.append(f"{'stage':14s}" + "".join(f"{k:>20s}" for k in present))
         for stage in STAGES:
@@ -366,6 +366,7 @@ def add_parser(subparsers):
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="auto", help="auto: fp32 on CPU, bf16/fp16 on GPU")
     p.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
+    p.add_argument("--share-prefix", default="auto", choices=["auto", "always", "never"], help="CoS prefill strategy (cos.pipeline.CoSConfig)")
     p.add_argument("--out", default=None, help="write the report as JSON")
     p.add_argument("--plot", nargs="?", const="assets/bench.png", default=None, help="write a PNG of time per stage (default assets/bench.png)")
     p.add_argument("--profile", action="store_true", help="also dump a torch profiler trace of one CoS run per frame count")
