@@ -20,3 +20,15 @@ class VideoDecodeError(CosError):
 
 class ConfigError(CosError, ValueError):
     """An option has an invalid value or name; the message lists what is valid."""
+
+
+class InputError(CosError):
+    """A sample's input cannot be answered faithfully (the message says why)."""
+
+
+class EmptyQuestionError(InputError):
+    """The question (the task's prompt) is empty or only whitespace."""
+
+
+class ContextBudgetError(InputError):
+    """Prompt + visual tokens exceed the model's context budget (LongVA's ``tokenizer_model_max_length``)."""

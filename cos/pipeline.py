@@ -21,7 +21,7 @@ from cos.decoding import co_reasoning_generate
 from cos.errors import ConfigError
 from cos.grounding import binary_code, summary
 from cos.prefix import plan_prefill, prefill_shared
-from cos.protocol import VideoLM
+from cos.protocol import SupportsPrefill, VideoLM
 from cos.scoring import ShotScorer
 from cos.shots import make_mosaics
 from cos.trace import StageTimer
@@ -168,7 +168,7 @@ class CoSPipeline:
             if alpha is not None:
                 # X, Sp, Sn share their leading tokens: prefill each shared prefix once (cos.prefix).
                 plan, cfg = plan_prefill(embeds), self.config
-                share = hasattr(self.model, "prefill") and (
+                share = isinstance(self.model, SupportsPrefill) and (
                     cfg.share_prefix == "always" or (cfg.share_prefix == "auto" and plan.saved_fraction >= cfg.share_prefix_min_saving))
                 if share:
                     extra["cache"], plan = prefill_shared(self.model.prefill, embeds, plan=plan)
@@ -237,11 +237,11 @@ class CoSPipeline:
             with timer("mosaics"):
                 mosaics, groups = make_mosaics(frames, cfg.shot_size, cfg.leftover)
             with timer("score"):
-                scores = self.score_cache.get(score_cache_key) if self.score_cache and score_cache_key else None
+                scores = self.score_cache.get(score_cache_key) if self.score_cache is not None and score_cache_key else None
                 trace["score_cache_hit"] = scores is not None
                 if scores is None:
                     scores = self.scorer.score(mosaics, scorer_question if scorer_question is not None else question)
-                    if self.score_cache and score_cache_key:
+                    if self.score_cache is not None and score_cache_key:
                         self.score_cache.put(score_cache_key, scores)
             with timer("compose"):
                 code = binary_code(scores.decisions, groups, n)

@@ -31,10 +31,6 @@ class VideoLM(Protocol):
     def forward_logits(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """One uncached forward -> last-position logits ``(B, V)`` (float32)."""
 
-    def prefill(self, inputs_embeds: torch.Tensor, cache=None):
-        """One cached forward of ``inputs_embeds (1, l, D)`` continuing ``cache`` (a
-        ``transformers`` ``DynamicCache`` or ``None``); returns the extended cache."""
-
     def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
         """``transformers`` ``generate`` from embeddings; returns only the new tokens ``(B, T_new)``."""
 
@@ -43,3 +39,12 @@ class VideoLM(Protocol):
 
     def token_id(self, text: str) -> int:
         """The id of a single-token word (used by the self scorer for ``yes``/``no``)."""
+
+
+@runtime_checkable
+class SupportsPrefill(Protocol):
+    """Optional: models with it get shared-prefix prefill of the three streams (:mod:`cos.prefix`)."""
+
+    def prefill(self, inputs_embeds: torch.Tensor, cache=None):
+        """One cached forward of ``inputs_embeds (1, l, D)`` continuing ``cache`` (a ``transformers``
+        ``DynamicCache`` or ``None``); returns the extended cache."""

@@ -201,7 +201,7 @@ def _load_run(run: Run, path: Path, data: dict) -> None:
             seen = set()
             for rec in _read_jsonl(err_file, run.notes):
                 ident = (rec.get("task"), rec.get("split"), _as_int(rec.get("doc_id")), rec.get("cause"))
-                if ident not in seen:  # errors.jsonl is appended to; a re-run repeats its records
+                if ident not in seen:  # one line per failed sample today; older logs may repeat records
                     seen.add(ident)
                     run.errors.append(rec)
     errors = {(str(e.get("task")), _as_int(e.get("doc_id"))): e for e in run.errors}

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from longva.checkpoint import module_to_checkpoint_key, write_checkpoint_tensors
-from longva.constants import CLIP_MEAN, CLIP_STD, ENDOFTEXT, IM_END, IM_START, SPECIAL_TOKENS
+from longva.constants import ENDOFTEXT, IM_END, IM_START, SPECIAL_TOKENS
 
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": {

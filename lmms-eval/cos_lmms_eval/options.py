@@ -7,7 +7,8 @@ declared here once; an unknown name or a bad value fails at start-up with the li
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import os
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from cos.errors import ConfigError
@@ -32,6 +33,20 @@ def _choice(name: str, value: Any, choices: tuple) -> str:
     if str(value) not in choices:
         raise ConfigError(f"model_args {name}={value!r}: expected one of {list(choices)}")
     return str(value)
+
+
+def _cache_dir(name: str, value: Any, trace_dir: str | None, default_subdir: str) -> str | None:
+    """``auto`` → ``<trace_dir>/<default_subdir>`` when trace_dir is set, else off; ``none``/``off``/``false`` → off."""
+    if value is None or value is False:
+        return None
+    text = str(value).strip()
+    if text.lower() in ("", "none", "off", "false", "0", "no"):
+        return None
+    if text.lower() == "auto":
+        return os.path.abspath(os.path.join(trace_dir, default_subdir)) if trace_dir else None
+    if value is True:
+        raise ConfigError(f"model_args {name}={value!r}: expected a directory, 'auto' or 'none'")
+    return os.path.abspath(text)
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -61,6 +76,8 @@ class LongVAOptions:
     max_batch_size: int | None = None
     encode_chunk_size: int = 32
     trace_dir: str | None = None
+    #: finished samples (answer + trace, or the error record), so a killed run resumes where it stopped
+    result_cache_dir: str | None = "auto"
     # accepted for compatibility with lmms-eval's builtin longva; fixed by LongVA's design
     truncation: bool = True
     use_cache: bool = True
@@ -82,6 +99,25 @@ class LongVAOptions:
         if _positive_int("batch_size", self.batch_size) != 1:
             raise ConfigError(f"model_args batch_size={self.batch_size!r}: only batch_size=1 is supported (one video per forward)")
         self.batch_size = 1
+        self.result_cache_dir = _cache_dir("result_cache_dir", self.result_cache_dir, self.trace_dir, "result_cache")
+
+    #: options that never change an answer (where and how fast it runs, where files go, no-op names)
+    NOT_IN_IDENTITY = ("device", "device_map", "batch_size", "max_batch_size", "encode_chunk_size", "trace_dir",
+                       "result_cache_dir", "score_cache_dir", "scorer_batch_size", "truncation", "use_cache",
+                       "conv_template", "model_name", "mm_spatial_pool_mode", "mm_spatial_pool_stride")
+
+    def identity(self) -> dict:
+        """The options that determine an answer: the model-configuration part of the result-cache key.
+
+        Devices, batch sizes, chunk sizes and output locations are left out, so a run resumed on another
+        number of processes (cuda:0 vs cuda:1) or with another trace directory reuses what was answered.
+        A local checkpoint directory is made absolute.
+        """
+        out = {k: v for k, v in asdict(self).items() if k not in self.NOT_IN_IDENTITY}
+        for key in ("pretrained", "scorer_pretrained"):
+            if key in out and isinstance(out[key], str) and os.path.isdir(out[key]):
+                out[key] = os.path.abspath(out[key])
+        return out
 
     @classmethod
     def parse(cls, kwargs: dict) -> "LongVAOptions":
@@ -106,6 +142,8 @@ class CoSLongVAOptions(LongVAOptions):
     leftover: str = "pad"
     alpha: str = "auto"
     negative_order: str = "forward"
+    #: scorer results per (video, frames, scorer, question): another alpha or decoding option does not re-score
+    score_cache_dir: str | None = "auto"
 
     def __post_init__(self):
         super().__post_init__()
@@ -130,3 +168,4 @@ class CoSLongVAOptions(LongVAOptions):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"model_args alpha={self.alpha!r}: expected 'auto' or a number in [0, 1]")
             self.alpha = value
+        self.score_cache_dir = _cache_dir("score_cache_dir", self.score_cache_dir, self.trace_dir, "score_cache")

@@ -70,7 +70,8 @@ def process_results(doc, results):
     response = results[0] if results else ""
     letter = extract_letter(response)
     question = doc_to_text(doc, _PROMPT_KWARGS)
-    record = {"id": doc["id"], "answer": doc["answer"], "pred": letter, "response": response}
+    record = {"id": doc["id"], "answer": doc["answer"], "pred": letter, "response": response,
+              "needle_start": doc.get("needle_start"), "needle_end": doc.get("needle_end")}
     return {
         "needle_acc": {**record, "correct": float(letter == doc["answer"])},
         "needle_grounding": {**record, "grounding": grounding(doc, _trace_for(doc, question))},
