@@ -103,7 +103,8 @@ class Engine:
         )
         if self.method == "cos":
             scorer = build_scorer(opts, self.backend)
-            config = CoSConfig(shot_size=opts.shot_size, leftover=opts.leftover, alpha=opts.alpha, negative_order=opts.negative_order)
+            config = CoSConfig(shot_size=opts.shot_size, leftover=opts.leftover, alpha=opts.alpha, negative_order=opts.negative_order,
+                               share_prefix=opts.share_prefix)
         else:
             scorer, config = None, CoSConfig()
         self.pipeline = CoSPipeline(self.backend, scorer, config)

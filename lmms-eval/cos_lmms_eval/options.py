@@ -142,6 +142,7 @@ class CoSLongVAOptions(LongVAOptions):
     leftover: str = "pad"
     alpha: str = "auto"
     negative_order: str = "forward"
+    share_prefix: str = "auto"
     #: scorer results per (video, frames, scorer, question): another alpha or decoding option does not re-score
     score_cache_dir: str | None = "auto"
 
@@ -154,6 +155,7 @@ class CoSLongVAOptions(LongVAOptions):
         self.shot_size = _positive_int("shot_size", self.shot_size)
         self.leftover = _choice("leftover", self.leftover, ("pad", "drop"))
         self.negative_order = _choice("negative_order", self.negative_order, ("forward", "backward"))
+        self.share_prefix = _choice("share_prefix", self.share_prefix, ("auto", "always", "never"))
         try:
             self.score_threshold = float(self.score_threshold)
         except (TypeError, ValueError):
