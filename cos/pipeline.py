@@ -84,7 +84,7 @@ class CoSConfig:
     negative_order: str = "forward"
     encode_chunk_size: int = 32
     #: "auto": prefill shared prefixes once (cos.prefix) when that saves at least
-    #: ``share_prefix_min_saving`` of the prefill tokens, else prefill the three streams as one batch;
+    #: ``share_prefix_min_saving`` of the prefill tokens, else prefill each stream from scratch;
     #: "always" / "never" force either. Sharing continues caches, which needs explicit attention masks
     #: (no fused causal kernel), so small savings do not pay on a GPU (see README, "Cost").
     share_prefix: str = "auto"
@@ -165,22 +165,20 @@ class CoSPipeline:
         start = time.perf_counter()
         extra = {}
         with torch.inference_mode():
-            if alpha is not None:
-                # X, Sp, Sn share their leading tokens: prefill each shared prefix once (cos.prefix).
+            if alpha is not None and isinstance(self.model, SupportsPrefill):
+                # The three streams are prefilled one after another into their own caches (peak memory of
+                # one stream's activations), each shared prefix once when that pays (cos.prefix); the
+                # stacked caches then decode as one batch of 3.
                 plan, cfg = plan_prefill(embeds), self.config
-                share = isinstance(self.model, SupportsPrefill) and (
-                    cfg.share_prefix == "always" or (cfg.share_prefix == "auto" and plan.saved_fraction >= cfg.share_prefix_min_saving))
-                if share:
-                    extra["cache"], plan = prefill_shared(self.model.prefill, embeds, plan=plan)
-                trace.update(prefill_shared=share, prefill_tokens=plan.computed if share else plan.unshared,
-                             prefill_tokens_unshared=plan.unshared, prefill_forks=plan.forks)
+                share = cfg.share_prefix == "always" or (cfg.share_prefix == "auto" and plan.saved_fraction >= cfg.share_prefix_min_saving)
+                extra["cache"], plan = prefill_shared(self.model.prefill, embeds, plan=plan if share else plan.without_sharing())
+                trace.update(prefill_shared=share, prefill_tokens=plan.computed, prefill_tokens_unshared=plan.unshared,
+                             prefill_forks=plan.forks)
             if alpha is None:
                 out = self.model.generate(
                     inputs_embeds=embeds, attention_mask=mask, logits_processor=LogitsProcessorList([clock]), **gen.generate_kwargs()
                 )
             else:
-                if gen.do_sample or gen.num_beams != 1:
-                    raise ConfigError("co-reasoning decoding is greedy only: use do_sample=False, num_beams=1")
                 out = co_reasoning_generate(
                     self.model,
                     embeds,
@@ -222,6 +220,9 @@ class CoSPipeline:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
             raise ConfigError(f"frames must be a non-empty uint8 array (n, H, W, 3), got shape {frames.shape}")
         gen = gen or GenerationOptions()
+        if method == "cos" and (gen.do_sample or gen.num_beams != 1):
+            raise ConfigError("co-reasoning decoding is greedy only (the three streams must pick the same token): "
+                              f"got do_sample={gen.do_sample}, num_beams={gen.num_beams}")
         timer = timer or StageTimer(self._sync)
         n = frames.shape[0]
         features = self.encode(frames, timer)

@@ -34,6 +34,12 @@ class PrefillStats:
     def saved_fraction(self) -> float:
         return 1.0 - self.computed / self.unshared if self.unshared else 0.0
 
+    def without_sharing(self) -> "PrefillStats":
+        """The plan that prefills every stream from scratch (one after another: one stream's activations
+        at a time, and the fused causal kernel, with no attention mask, for each)."""
+        count = len(self.parents)
+        return PrefillStats(computed=self.unshared, unshared=self.unshared, parents=[None] * count, forks=[0] * count)
+
 
 def common_prefix_length(a: torch.Tensor, b: torch.Tensor) -> int:
     """Number of leading positions at which the embeddings ``a (L, D)`` and ``b (L, D)`` are identical."""

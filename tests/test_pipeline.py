@@ -183,3 +183,13 @@ def test_prefill_strategies_give_the_same_answer(backend, frames, code):
         assert result.trace["prefill_shared"] == (strategy == "always" or (strategy == "auto" and
                                                   result.trace["prefill_tokens"] <= 0.75 * result.trace["prefill_tokens_unshared"]))
     assert answers["always"] == answers["never"] == answers["auto"]
+
+
+def test_sampling_is_refused_for_cos(backend, frames):
+    from cos.errors import ConfigError
+
+    gen = GenerationOptions.from_gen_kwargs({"do_sample": True, "temperature": 0.7, "max_new_tokens": 2})
+    with pytest.raises(ConfigError, match="greedy only"):
+        CoSPipeline(backend, UniformScorer()).answer(frames, QUESTION, method="cos", gen=gen)
+    # the baseline honours sampling
+    assert isinstance(CoSPipeline(backend).answer(frames, QUESTION, method="uniform", gen=gen).text, str)

@@ -181,7 +181,11 @@ def run_bench(args) -> dict:
     # at arbitrary steps, and unequal token counts would make the decode stages incomparable).
     backend.model.generation_config.eos_token_id = None
     scorer_kwargs = dict(pretrained=str(scorer_dir), mode="generate", device=device)
-    scorer = get_scorer("llava", **scorer_kwargs)  # loaded once, reused by every CoS run
+    if args.scorer == "self":  # LongVA scores its own mosaics; the release-style run keeps the LLaVA scorer
+        scorer = get_scorer("self", model=backend, mode="generate")
+        args.release_repeats = 0
+    else:
+        scorer = get_scorer("llava", **scorer_kwargs)  # loaded once, reused by every CoS run
     config = CoSConfig(shot_size=4, share_prefix=args.share_prefix)
     pipe = CoSPipeline(backend, scorer, config)
     options = "\n".join(doc["options"])
@@ -208,7 +212,8 @@ def run_bench(args) -> dict:
         return {"timings": timings, "total": total, "tokens": tokens, "streams": streams, **_peak()}
 
     report = {"device": _device_name(device), "dtype": str(backend.dtype).replace("torch.", ""),
-              "attn_implementation": args.attn_implementation, "share_prefix": args.share_prefix, "checkpoint": ckpt.name, "scorer": "tiny-llava (generate mode)",
+              "attn_implementation": args.attn_implementation, "share_prefix": args.share_prefix, "checkpoint": ckpt.name,
+              "scorer": "LongVA itself (self, generate mode)" if args.scorer == "self" else "tiny-llava (generate mode)",
               "repeats": args.repeats, "release_repeats": args.release_repeats, "new_tokens": args.new_tokens, "frames": {}}
     for n in args.frames:
         runs = {k: [] for k in PIPELINES}
@@ -366,6 +371,7 @@ def add_parser(subparsers):
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="auto", help="auto: fp32 on CPU, bf16/fp16 on GPU")
     p.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
+    p.add_argument("--scorer", default="llava", choices=["llava", "self"], help="CoS scorer (self: no release-style run)")
     p.add_argument("--share-prefix", default="auto", choices=["auto", "always", "never"], help="CoS prefill strategy (cos.pipeline.CoSConfig)")
     p.add_argument("--out", default=None, help="write the report as JSON")
     p.add_argument("--plot", nargs="?", const="assets/bench.png", default=None, help="write a PNG of time per stage (default assets/bench.png)")
