@@ -55,14 +55,20 @@ def crop_cache(cache: DynamicCache, length: int) -> DynamicCache:
 
 
 def stack_caches(caches: list[DynamicCache]) -> DynamicCache:
-    """Concatenate batch-1 caches of equal length into one cache of batch ``len(caches)``."""
+    """Concatenate batch-1 caches of equal length into one cache of batch ``len(caches)``.
+
+    Consumes its inputs: each layer's source tensors are released as soon as that layer is stacked, so
+    the peak is the caches plus one stacked layer, not two copies of everything.
+    """
     lengths = {c.get_seq_length() for c in caches}
     if len(lengths) != 1:
         raise ValueError(f"caches must have equal lengths to be stacked, got {sorted(lengths)}")
-    data = [
-        (torch.cat([c.layers[i].keys for c in caches]), torch.cat([c.layers[i].values for c in caches]))
-        for i in range(len(caches[0].layers))
-    ]
+    data = []
+    for i in range(len(caches[0].layers)):
+        layers = [c.layers[i] for c in caches]
+        data.append((torch.cat([layer.keys for layer in layers]), torch.cat([layer.values for layer in layers])))
+        for layer in layers:
+            layer.keys = layer.values = None
     return DynamicCache(ddp_cache_data=data)
 
 
