@@ -9,7 +9,7 @@ scorer) co-reasoning reduces to the plain baseline, and the pipeline runs exactl
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -286,7 +286,3 @@ class CoSPipeline:
         trace.update(answer=text, answer_tokens=tokens, decode_steps=steps, sequence_length=int(embeds.shape[1]))
         trace["timings"] = dict(timer.timings)
         return Answer(text=text, trace=trace)
-
-
-def config_dict(config: CoSConfig) -> dict:
-    return asdict(config)
