@@ -20,12 +20,19 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   t0=$(date +%s)
-  pip_() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "is ignored: it is neither" || true; }
+  # pip's resolver complains about lmms-eval's declared-but-unused requirements (torchvision, timm,
+  # wandb, ...): expected, since lmms-eval is installed with --no-deps; those lines are summarised.
+  pip_() {
+    local out rc=0
+    out=$("$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1) || rc=$?
+    printf '%s\n' "$out" | grep -vE "is ignored: it is neither|^lmms-eval [0-9.]+ requires |dependency resolver does not currently take|^$" || true
+    [ "$rc" -eq 0 ] || { echo "[env] error: pip $* failed (exit $rc)" >&2; return "$rc"; }
+  }
   echo "[env] installing $TORCH_SPEC (CPU build first, so nothing later pulls a CUDA torch)"
   pip_ install "$TORCH_SPEC"
   echo "[env] installing $LMMS_EVAL_SPEC without its declared deps (torchvision/timm)"
   pip_ install --no-deps "$LMMS_EVAL_SPEC"
-  echo "[env] installing this project (pip install -e .)"
+  echo "[env] installing this project (pip install -e .); lmms-eval's unused declared requirements stay out"
   pip_ install -e "$REPO" pytest
   # Guard: these must never be present beside CPU torch (see ../shared notes / README).
   "$VENV/bin/python" -m pip uninstall -y -q torchvision timm >/dev/null 2>&1 || true
