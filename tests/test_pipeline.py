@@ -193,3 +193,10 @@ def test_sampling_is_refused_for_cos(backend, frames):
         CoSPipeline(backend, UniformScorer()).answer(frames, QUESTION, method="cos", gen=gen)
     # the baseline honours sampling
     assert isinstance(CoSPipeline(backend).answer(frames, QUESTION, method="uniform", gen=gen).text, str)
+
+
+def test_cos_run_reports_a_missing_checkpoint_without_a_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cos", "run", "--model", str(tmp_path / "nope"), "--video", "v.mp4",
+                           "--question", "q", "--scorer", "uniform"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "cannot load LongVA" in proc.stderr and "nope" in proc.stderr and "Traceback" not in proc.stderr

@@ -103,10 +103,16 @@ def load_longva(pretrained: str, device: str | None = None, torch_dtype=None, at
                 encode_chunk_size: int = 32) -> LongVABackend:
     """Load LongVA (a hub id or a checkpoint directory in the original format) as a VideoLM."""
     from longva import LongVAForCausalLM, LongVAProcessor
+    from longva.checkpoint import CheckpointError
+
+    from cos.errors import ConfigError
 
     device = resolve_device(device)
     dtype = resolve_dtype(torch_dtype, device)
-    model = LongVAForCausalLM.from_pretrained(pretrained, torch_dtype=dtype, device_map=device, attn_implementation=attn_implementation)
+    try:
+        model = LongVAForCausalLM.from_pretrained(pretrained, torch_dtype=dtype, device_map=device, attn_implementation=attn_implementation)
+        processor = LongVAProcessor.from_pretrained(pretrained)
+    except (CheckpointError, FileNotFoundError) as err:  # as a CosError, so `cos run` and the harness report it without a traceback
+        raise ConfigError(f"cannot load LongVA from {pretrained!r}: {err}") from err
     model.eval()
-    processor = LongVAProcessor.from_pretrained(pretrained)
     return LongVABackend(model, processor, encode_chunk_size=encode_chunk_size)
