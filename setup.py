@@ -2,8 +2,8 @@
 ``cos_lmms_eval`` (the lmms-eval plugin, source under ``lmms-eval/``).
 
 lmms-eval itself is not in ``install_requires``: its 0.7.x metadata hard-requires torchvision and timm,
-so letting pip resolve it into a CPU environment replaces CPU torch by a CUDA build and installs a
-torchvision wheel that crashes beside CPU torch. ``scripts/demo.sh``/``scripts/test.sh`` install it with
+so letting pip resolve it into a CPU environment replaces CPU torch by a CUDA build and installs the
+PyPI vision wheel that crashes beside CPU torch. ``scripts/demo.sh``/``scripts/test.sh`` install it with
 ``--no-deps``; everything lmms-eval needs on our code path is listed here instead. In an environment
 that already has a matching torch + torchvision (a CUDA box), ``pip install -e .[lmms-eval]`` is fine.
 """

@@ -1,4 +1,4 @@
-"""Constants of LongVA's prompt format and preprocessing (values from ``/work/shared/docs/longva-notes.md``).
+"""Constants of LongVA's prompt format and preprocessing (values from the shared ``longva-notes.md``).
 
 Ids are those of the released Qwen2 tokenizer; code should ask the tokenizer (a tiny test checkpoint has
 other ids) and use these only where the checkpoint says nothing.
