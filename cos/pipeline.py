@@ -23,7 +23,7 @@ from cos.grounding import binary_code, summary
 from cos.prefix import plan_prefill, prefill_shared
 from cos.protocol import SupportsPrefill, VideoLM
 from cos.scoring import ShotScorer
-from cos.shots import make_mosaics
+from cos.shots import make_mosaics, shot_groups
 from cos.trace import StageTimer
 
 METHODS = ("cos", "uniform")
@@ -235,15 +235,18 @@ class CoSPipeline:
             if self.scorer is None:
                 raise ConfigError("method 'cos' needs a scorer")
             cfg = self.config
-            with timer("mosaics"):
-                mosaics, groups = make_mosaics(frames, cfg.shot_size, cfg.leftover)
-            with timer("score"):
-                scores = self.score_cache.get(score_cache_key) if self.score_cache is not None and score_cache_key else None
-                trace["score_cache_hit"] = scores is not None
-                if scores is None:
+            cached = self.score_cache is not None and score_cache_key
+            scores = self.score_cache.get(score_cache_key) if cached else None
+            trace["score_cache_hit"] = scores is not None
+            if scores is None:  # mosaics are built only when the scorer has to run
+                with timer("mosaics"):
+                    mosaics, groups = make_mosaics(frames, cfg.shot_size, cfg.leftover)
+                with timer("score"):
                     scores = self.scorer.score(mosaics, scorer_question if scorer_question is not None else question)
-                    if self.score_cache is not None and score_cache_key:
-                        self.score_cache.put(score_cache_key, scores)
+                if cached:
+                    self.score_cache.put(score_cache_key, scores)
+            else:
+                groups = shot_groups(n, cfg.shot_size, cfg.leftover)
             with timer("compose"):
                 code = binary_code(scores.decisions, groups, n)
                 pos = positive_map(code)

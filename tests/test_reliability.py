@@ -338,6 +338,9 @@ def test_score_cache_skips_the_scorer_when_only_alpha_changes(tmp_path, tiny_lon
     assert set(second) == set(first)
     for name, t in second.items():
         assert t["score_cache_hit"] is True
+        timings = json.loads((traces / "cos_needle" / name).read_text())["timings"]
+        assert "mosaics" not in timings and "score" not in timings  # a hit builds no mosaics and runs no scorer
+        assert t["shot_groups"] == first[name]["shot_groups"]
         assert t["shot_scores"] == first[name]["shot_scores"] and t["binary_code"] == first[name]["binary_code"]
     assert len(list((traces / "score_cache").glob("??/*.json"))) == 4
 
