@@ -84,13 +84,13 @@ def _check_attn_implementation(name: str) -> None:
             raise ValueError("attn_implementation='flash_attention_2' needs the flash-attn package; use 'sdpa'")
 
 
-def _tokenizer_length(ckpt_dir: Path) -> int | None:
+def _tokenizer_length(ckpt_dir: Path, config: LongVAConfig) -> int | None:
     """``len(tokenizer)`` of the checkpoint's tokenizer, or None when it ships none."""
     if not any((ckpt_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
         return None
-    from transformers import AutoTokenizer
+    from longva.processing import load_tokenizer
 
-    return len(AutoTokenizer.from_pretrained(str(ckpt_dir)))
+    return len(load_tokenizer(ckpt_dir, config.text_config))
 
 
 class LongVAForCausalLM(nn.Module):
@@ -178,7 +178,7 @@ class LongVAForCausalLM(nn.Module):
         model.load_checkpoint_weights(ckpt_dir, device=device, dtype=param_dtype)
         model.to(device)  # buffers only; never .to(dtype), which would round inv_freq
 
-        n_tokens = _tokenizer_length(ckpt_dir)
+        n_tokens = _tokenizer_length(ckpt_dir, config)
         vocab = model.language_model.config.vocab_size
         if n_tokens is not None and n_tokens < vocab:
             model.language_model.resize_token_embeddings(n_tokens)

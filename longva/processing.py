@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, CLIPImageProcessorPil, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, CLIPImageProcessorPil, PreTrainedTokenizerBase, Qwen2Config
 from transformers.image_utils import PILImageResampling
 
 from longva.checkpoint import resolve_checkpoint
@@ -95,7 +95,7 @@ class LongVAProcessor:
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike) -> LongVAProcessor:
         """Load the tokenizer and ``preprocessor_config.json`` (LongVA's default rule when it is absent)."""
         ckpt_dir = resolve_checkpoint(path_or_hub_id)
-        tokenizer = AutoTokenizer.from_pretrained(str(ckpt_dir))
+        tokenizer = load_tokenizer(ckpt_dir)
         if (ckpt_dir / PREPROCESSOR_FILE).is_file():
             image_processor = CLIPImageProcessorPil.from_pretrained(str(ckpt_dir))
         else:
@@ -187,15 +187,33 @@ class LongVAProcessor:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True).strip()
 
 
+def load_tokenizer(ckpt_dir: str | os.PathLike, text_config: Qwen2Config | None = None) -> PreTrainedTokenizerBase:
+    """The checkpoint's tokenizer, selected through the checkpoint's Qwen2 text config.
+
+    ``AutoTokenizer.from_pretrained`` without ``config=`` reads ``config.json`` with ``AutoConfig``; for
+    ``model_type: "llava_qwen"`` (what LLaVA's code saves; unknown to ``transformers``) that fails and it
+    falls back to the base ``PreTrainedConfig.from_pretrained``, which warns "You are using a model of type
+    `llava_qwen` to instantiate a model of type ``" and that ``rope_scaling`` is deprecated. Passing the
+    ``Qwen2Config`` LongVA really uses selects the tokenizer as for ``model_type: "qwen2"`` (the release),
+    quietly. ``text_config`` defaults to the one in ``ckpt_dir/config.json`` (none when the file is absent).
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if text_config is None and (ckpt_dir / "config.json").is_file():
+        from longva.config import text_config_from_dict
+
+        with open(ckpt_dir / "config.json", encoding="utf-8") as f:
+            text_config = text_config_from_dict(json.load(f))
+    return AutoTokenizer.from_pretrained(str(ckpt_dir), config=text_config)
+
+
 def _vision_image_size(ckpt_dir: Path) -> int:
-    """Frame side from ``config.json`` (explicit ``vision_config`` or the named tower), default 336."""
+    """Frame side from ``config.json`` (its vision settings, see :mod:`longva.config`), default 336."""
     path = ckpt_dir / "config.json"
     if path.is_file():
         from longva.config import LongVAConfig
 
-        with open(path, encoding="utf-8") as f:
-            return LongVAConfig.from_dict(json.load(f)).image_size
+        return LongVAConfig.from_json_file(path).image_size
     return DEFAULT_IMAGE_SIZE
 
 
-__all__ = ["LongVAProcessor", "build_prompt", "default_image_processor", "tokenize_with_image"]
+__all__ = ["LongVAProcessor", "build_prompt", "default_image_processor", "load_tokenizer", "tokenize_with_image"]

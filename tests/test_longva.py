@@ -6,9 +6,13 @@ explicit tensor operations on the safetensors read straight from disk; it never 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import logging
 import math
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import CLIPConfig, CLIPVisionConfig, LogitsProcessor, LogitsProcessorList
 
 from longva import IMAGE_TOKEN_INDEX, CheckpointError, LongVAForCausalLM, LongVAProcessor
 from longva.checkpoint import checkpoint_to_module_key, module_to_checkpoint_key
@@ -349,6 +353,213 @@ def test_loading_options_and_hub_errors(tiny_longva_dir, monkeypatch):
         LongVAForCausalLM.from_pretrained("nobody/no-such-model")
 
 
+# ============================================================================ vision tower settings
+def _edit_config(src: Path, dst: Path, edit) -> Path:
+    """Copy checkpoint ``src`` to ``dst`` and apply ``edit(raw)`` to its ``config.json``."""
+    shutil.copytree(src, dst)
+    raw = json.loads((dst / "config.json").read_text())
+    edit(raw)
+    (dst / "config.json").write_text(json.dumps(raw, indent=2))
+    return dst
+
+
+def _tower_from(tower: str):
+    """An ``_edit_config`` edit: no ``vision_config``, ``mm_vision_tower=tower``."""
+
+    def edit(raw):
+        del raw["vision_config"]
+        raw["mm_vision_tower"] = tower
+
+    return edit
+
+
+def _write_tower(kind: str, out: Path, vision: dict) -> Path:
+    """A directory with a CLIP ``config.json`` holding the ``vision`` settings, in one of three layouts."""
+    out.mkdir(parents=True)
+    if kind == "vision":  # CLIPVisionConfig file (model_type "clip_vision_model")
+        CLIPVisionConfig(**vision).save_pretrained(str(out))
+    elif kind == "clip":  # full CLIPConfig written by transformers 5 (model_type "clip", nested vision_config)
+        CLIPConfig(vision_config=vision, projection_dim=vision["projection_dim"]).save_pretrained(str(out))
+    else:  # full CLIPConfig in the transformers 4.x layout of the hub's openai/clip-* files (legacy keys)
+        legacy = {"architectures": None, "bad_words_ids": None, "id2label": {"0": "LABEL_0", "1": "LABEL_1"},
+                  "label2id": {"LABEL_0": 0, "LABEL_1": 1}, "torch_dtype": None, "use_bfloat16": False}
+        (out / "config.json").write_text(json.dumps({
+            "architectures": ["CLIPModel"], "initializer_factor": 1.0, "logit_scale_init_value": 2.6592,
+            "model_type": "clip", "projection_dim": vision["projection_dim"],
+            "text_config": {**legacy, "model_type": "clip_text_model", "hidden_size": 16, "intermediate_size": 32,
+                            "num_attention_heads": 2, "num_hidden_layers": 1},
+            "torch_dtype": "float32", "transformers_version": None,
+            "vision_config": {**legacy, **vision, "model_type": "clip_vision_model"},
+            "vision_config_dict": {k: vision[k] for k in ("hidden_size", "intermediate_size", "patch_size")},
+        }, indent=2))
+    return out
+
+
+def _outputs(ckpt: Path, processor: LongVAProcessor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame features and logits of the checkpoint at ``ckpt`` on fixed frames and prompt."""
+    loaded = LongVAForCausalLM.from_pretrained(ckpt)
+    feats = loaded.encode_frames(processor.preprocess(_frames(2, seed=5)))
+    with torch.no_grad():
+        logits = loaded(inputs_embeds=loaded.embed_prompt(processor.prompt_ids(QUESTION), feats)).logits
+    return feats, logits
+
+
+@pytest.fixture(scope="module")
+def reference_outputs(tiny_longva_dir, processor) -> tuple[torch.Tensor, torch.Tensor]:
+    return _outputs(tiny_longva_dir, processor)
+
+
+@pytest.mark.parametrize("kind", ["vision", "clip", "clip_legacy"])
+def test_tower_named_by_an_absolute_directory(tiny_longva_dir, processor, reference_outputs, tmp_path, kind):
+    vision = json.loads((tiny_longva_dir / "config.json").read_text())["vision_config"]
+    tower = _write_tower(kind, tmp_path / "clip", vision)
+    ckpt = _edit_config(tiny_longva_dir, tmp_path / "ckpt", _tower_from(str(tower)))
+    feats, logits = _outputs(ckpt, processor)
+    assert torch.equal(feats, reference_outputs[0]) and torch.equal(logits, reference_outputs[1])
+    config = LongVAForCausalLM.from_pretrained(ckpt).config
+    assert config.vision_config_source == "directory" and config.mm_vision_tower == str(tower)
+    assert {k: getattr(config.vision_config, k) for k in vision} == vision
+
+
+def test_tower_relative_to_the_checkpoint_or_working_directory(
+    tiny_longva_dir, processor, reference_outputs, tmp_path, monkeypatch, caplog
+):
+    vision = json.loads((tiny_longva_dir / "config.json").read_text())["vision_config"]
+    ckpt = _edit_config(tiny_longva_dir, tmp_path / "ckpt", _tower_from("towers/clip"))
+    _write_tower("vision", ckpt / "towers" / "clip", vision)
+    (ckpt / "preprocessor_config.json").unlink()  # the processor reads the frame side from the tower too
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # LongVA's loader would look only here
+    feats, logits = _outputs(ckpt, processor)
+    assert torch.equal(feats, reference_outputs[0]) and torch.equal(logits, reference_outputs[1])
+    assert LongVAProcessor.from_pretrained(ckpt).image_size == vision["image_size"]
+
+    # both exist: the checkpoint's directory wins (the working directory's one here is a different tower)
+    _write_tower("vision", elsewhere / "towers" / "clip", {**vision, "hidden_size": 48, "num_attention_heads": 4})
+    with caplog.at_level(logging.WARNING, logger="longva"):
+        feats, _ = _outputs(ckpt, processor)
+    assert torch.equal(feats, reference_outputs[0])
+    assert "using the checkpoint's" in caplog.text and str(ckpt / "towers" / "clip") in caplog.text
+
+    # only the working directory has it: LongVA's rule
+    cwd_only = _edit_config(tiny_longva_dir, tmp_path / "cwd_only", _tower_from("clip_in_cwd"))
+    _write_tower("clip", elsewhere / "clip_in_cwd", vision)
+    feats, logits = _outputs(cwd_only, processor)
+    assert torch.equal(feats, reference_outputs[0]) and torch.equal(logits, reference_outputs[1])
+
+    # a saved copy carries the settings as vision_config, so it loads from anywhere
+    LongVAForCausalLM.from_pretrained(ckpt).save_pretrained(tmp_path / "copy")
+    saved = json.loads((tmp_path / "copy" / "config.json").read_text())
+    assert saved["mm_vision_tower"] == "towers/clip" and saved["vision_config"] == vision
+    shutil.rmtree(elsewhere / "towers")
+    assert torch.equal(_outputs(tmp_path / "copy", processor)[0], reference_outputs[0])
+
+
+def test_unresolvable_tower_is_a_clear_error(tiny_longva_dir, tmp_path):
+    ckpt = _edit_config(tiny_longva_dir, tmp_path / "hub", _tower_from("nobody/no-such-clip"))
+    with pytest.raises(CheckpointError) as err:  # offline (conftest), nothing cached
+        LongVAForCausalLM.from_pretrained(ckpt)
+    message = str(err.value)
+    assert "mm_vision_tower='nobody/no-such-clip'" in message
+    assert str(ckpt / "nobody" / "no-such-clip") in message  # the directories looked at
+    assert "HF cache" in message and "add a 'vision_config' dict" in message and "directory" in message
+
+    missing = _edit_config(tiny_longva_dir, tmp_path / "missing", _tower_from(str(tmp_path / "no" / "clip")))
+    with pytest.raises(CheckpointError, match=r"mm_vision_tower='.*no/clip'.*not a hub id"):
+        LongVAForCausalLM.from_pretrained(missing)
+
+    (tmp_path / "empty").mkdir()  # CLIPVisionConfig.from_pretrained would return its defaults
+    empty = _edit_config(tiny_longva_dir, tmp_path / "no_config", _tower_from(str(tmp_path / "empty")))
+    with pytest.raises(CheckpointError, match="which has no config.json"):
+        LongVAForCausalLM.from_pretrained(empty)
+
+    (tmp_path / "siglip").mkdir()
+    (tmp_path / "siglip" / "config.json").write_text(json.dumps({"model_type": "siglip_vision_model"}))
+    siglip = _edit_config(tiny_longva_dir, tmp_path / "siglip_ckpt", _tower_from(str(tmp_path / "siglip")))
+    with pytest.raises(CheckpointError, match="model_type='siglip_vision_model'.*CLIP"):
+        LongVAForCausalLM.from_pretrained(siglip)
+
+
+def test_unknown_hub_tower_read_from_the_local_hf_cache(
+    tiny_longva_dir, processor, reference_outputs, tmp_path, monkeypatch
+):
+    import huggingface_hub
+
+    vision = json.loads((tiny_longva_dir / "config.json").read_text())["vision_config"]
+    cache = tmp_path / "hub"  # the huggingface_hub cache layout: refs/main -> snapshots/<commit>/config.json
+    repo = cache / "models--someone--tiny-clip"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    _write_tower("clip", repo / "snapshots" / commit, vision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    assert huggingface_hub.constants.HF_HUB_OFFLINE  # never the network
+
+    ckpt = _edit_config(tiny_longva_dir, tmp_path / "ckpt", _tower_from("someone/tiny-clip"))
+    feats, logits = _outputs(ckpt, processor)
+    assert torch.equal(feats, reference_outputs[0]) and torch.equal(logits, reference_outputs[1])
+    assert LongVAForCausalLM.from_pretrained(ckpt).config.vision_config_source == "hub"
+
+
+# ============================================================================ quiet loading
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(f"{record.name}: {record.getMessage()}")
+
+
+@contextlib.contextmanager
+def _all_warnings():
+    """Collects log records at WARNING and above (transformers' own logger too) and Python warnings."""
+    from transformers.utils import logging as hf_logging
+
+    records = _Records()
+    loggers = [logging.getLogger(), hf_logging.get_logger(), logging.getLogger("huggingface_hub")]
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    for lg in loggers:
+        lg.addHandler(records)
+    gc.collect()  # no stray ResourceWarning from earlier tests' garbage
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield records.messages
+            records.messages.extend(f"{w.category.__name__}: {w.message}" for w in caught)
+    finally:
+        for lg in loggers:
+            lg.removeHandler(records)
+        hf_logging.set_verbosity(verbosity)
+
+
+@pytest.mark.parametrize("model_type", ["qwen2", "llava_qwen"])
+def test_loading_is_quiet(tiny_longva_dir, tmp_path, model_type):
+    # "qwen2": the release (and the builder); "llava_qwen": what LLaVA/LongVA's code saves after a fine-tune,
+    # which made AutoTokenizer fall back to the base PreTrainedConfig (a "model of type ``" warning).
+    ckpt = _edit_config(tiny_longva_dir, tmp_path / "ckpt", lambda raw: raw.update(model_type=model_type))
+    (ckpt / "preprocessor_config.json").unlink()
+    with _all_warnings() as messages:
+        LongVAForCausalLM.from_pretrained(ckpt)
+        LongVAProcessor.from_pretrained(ckpt)
+    assert messages == []
+
+
+def test_a_wrong_checkpoint_still_reports_its_problem(tiny_longva_dir, tmp_path):
+    llama = _edit_config(tiny_longva_dir, tmp_path / "llama", lambda raw: raw.update(model_type="llama"))
+    with _all_warnings() as messages:
+        LongVAForCausalLM.from_pretrained(llama)
+    assert any("model_type='llama' is not a LongVA type" in m for m in messages), messages
+
+    def rename(t):
+        t["model.mm_projector.1.weight"] = t.pop("model.mm_projector.0.weight")
+
+    with pytest.raises(CheckpointError, match=r"unexpected checkpoint key 'model\.mm_projector\.1\.weight'"):
+        LongVAForCausalLM.from_pretrained(_edit_checkpoint(tiny_longva_dir, tmp_path / "renamed", rename))
+
+
 def test_builder_is_deterministic_and_cli_works(tiny_longva_dir, tmp_path):
     from cos.cli import main
 
@@ -390,16 +601,36 @@ def test_generation_is_greedy_and_stops_at_im_end(model, processor):
     for stop in (ime, eot):  # both eos ids of generation_config.json stop generation
         out = model.generate(embeds, max_new_tokens=8, logits_processor=LogitsProcessorList([_ForceAt(step, stop)]))
         assert out[0].tolist() == free[0, :step].tolist() + [stop]
-    assert isinstance(processor.decode(free[0]), str)
+        assert processor.decode(out[0]) == processor.decode(free[0, :step])  # the stop id is skipped in the text
+    text = processor.decode(free[0])
+    assert text == processor.tokenizer.decode(free[0].tolist(), skip_special_tokens=True).strip()
+    assert processor.decode(free) == processor.decode(free[0].tolist()) == text
 
 
 def test_end_to_end_answer_from_pretrained(tiny_longva_dir):
     model = LongVAForCausalLM.from_pretrained(tiny_longva_dir)
     proc = LongVAProcessor.from_pretrained(tiny_longva_dir)
-    feats = model.encode_frames(proc.preprocess(_frames(4, 120, 160, seed=3)))
-    out = model.generate(model.embed_prompt(proc.prompt_ids("What happens in the video?"), feats), max_new_tokens=6)
+    frames = _frames(4, 120, 160, seed=3)
+    ids = proc.prompt_ids("What happens in the video?")
+    out = model.generate(model.embed_prompt(ids, model.encode_frames(proc.preprocess(frames))), max_new_tokens=6)
     answer = proc.decode(out)
-    assert isinstance(answer, str) and answer == answer.strip()
+    # independent reference from the raw files: reference preprocessing, vision tower, splice and LM forward
+    # (uncached), greedy with generation_config.json's repetition penalty on the generated ids, stop at its eos ids
+    config, w = _read_raw(tiny_longva_dir)
+    gen_cfg = json.loads((tiny_longva_dir / "generation_config.json").read_text())
+    penalty, eos = gen_cfg["repetition_penalty"], set(gen_cfg["eos_token_id"])
+    pixels = torch.from_numpy(np.stack([_reference_preprocess(f, config["vision_config"]["image_size"]) for f in frames]))
+    x = _ref_splice(w, ids[0].tolist(), _ref_frame_features(config, w, pixels))
+    n_vocab = len(proc.tokenizer)
+    tokens: list[int] = []
+    while len(tokens) < 6 and not (tokens and tokens[-1] in eos):
+        logits = _ref_qwen2_logits(config, w, x)[-1, :n_vocab]
+        for tok in set(tokens):
+            logits[tok] = logits[tok] / penalty if logits[tok] > 0 else logits[tok] * penalty
+        tokens.append(int(logits.argmax()))
+        x = torch.cat([x, w["model.embed_tokens.weight"][tokens[-1:]]])
+    assert out[0].tolist() == tokens
+    assert answer == proc.tokenizer.decode(tokens, skip_special_tokens=True).strip() and answer == answer.strip()
 
 
 # ============================================================================ image processing
