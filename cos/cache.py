@@ -39,13 +39,22 @@ def file_identity(path: str | os.PathLike) -> dict:
     """What identifies a video file's content cheaply: absolute path, size and mtime (ns).
 
     A replaced or re-downloaded file gets a new identity, so cached results for it are not reused. A
-    missing file has ``size = mtime_ns = None``.
+    missing file has ``size = mtime_ns = None``. A folder of frame images (:mod:`cos.video`, "Frame
+    folders") is identified by its files: their number, total size and newest mtime.
     """
     path = os.path.abspath(os.fspath(path))
     try:
         st = os.stat(path)
     except OSError:
         return {"path": path, "size": None, "mtime_ns": None}
+    if os.path.isdir(path):
+        files = size = newest = 0
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_file():
+                    est = entry.stat()
+                    files, size, newest = files + 1, size + est.st_size, max(newest, est.st_mtime_ns)
+        return {"path": path, "files": files, "size": int(size), "mtime_ns": int(max(newest, st.st_mtime_ns))}
     return {"path": path, "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
 
 

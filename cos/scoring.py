@@ -158,9 +158,9 @@ def yes_probability(logits: torch.Tensor, yes_ids: list[int], no_ids: list[int])
 
 
 def _resolve_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    from cos.device import normalise_device
+
+    return torch.device(normalise_device(device))
 
 
 def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:

@@ -35,6 +35,14 @@ no error (Matroska, MPEG-TS: the complete frames before the cut are taken to be 
 backends agree on their number); when the demuxer or decoder reports an error (an MP4 without its
 index, a sample cut in half, corrupt payload) the file is rejected, never patched up with
 substitute frames. Still images (PNG, JPEG, ...) are rejected as "not a video".
+
+Frame folders
+-------------
+Some benchmarks store a clip as a folder of frame images (MVBench's episodic-reasoning clips, TVQA
+frames at 3 fps), and lmms-eval hands the model the folder's path. A directory that holds image files
+(:data:`FRAME_EXTENSIONS`) is read as a video whose frames are those files in natural order
+(``2.jpg`` before ``10.jpg``), sampled with the same rule; only the sampled files are opened. Its frame
+rate is unknown (``fps = 0.0``). A directory without frame images is a :class:`VideoDecodeError`.
 """
 
 from __future__ import annotations
@@ -48,10 +56,12 @@ import numpy as np
 
 from cos.errors import ConfigError, VideoDecodeError
 
-__all__ = ["BACKENDS", "SampledVideo", "frame_indices", "sample_frames"]
+__all__ = ["BACKENDS", "FRAME_EXTENSIONS", "SampledVideo", "frame_indices", "sample_frames"]
 
 #: accepted values of ``backend``
 BACKENDS = ("decord", "pyav", "auto")
+#: file extensions read as frames when a "video" is a folder of images
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 # Leading bytes of still-image files (animated GIF is deliberately absent: it is a video).
 _IMAGE_MAGIC = (
@@ -91,7 +101,7 @@ class SampledVideo:
     fps: float  #: average frame rate (0.0 when unknown)
     duration: float  #: seconds, ``total_frames / fps`` (container duration when fps is unknown)
     path: str
-    backend: str  #: "decord" or "pyav": the backend that produced the frames
+    backend: str  #: "decord", "pyav" or "frames" (a folder of images): what produced the frames
 
 
 class _BackendUnavailable(Exception):
@@ -135,7 +145,7 @@ def _check_file(path: str) -> None:
     except OSError as err:
         raise VideoDecodeError(path, f"cannot access file ({err.strerror or err})") from None
     if os.path.isdir(path):
-        raise VideoDecodeError(path, "is a directory, not a video file")
+        raise VideoDecodeError(path, "is a directory, not a video file")  # frame folders are read before this check
     if st.st_size == 0:
         raise VideoDecodeError(path, "file is empty (0 bytes)")
     try:
@@ -303,13 +313,46 @@ def _sample_pyav(path: str, num_frames: int) -> SampledVideo:
     return SampledVideo(frames, indices.astype(np.int64), total, fps, float(duration), path, "pyav")
 
 
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _frame_files(path: str) -> list[str]:
+    try:
+        names = os.listdir(path)
+    except OSError as err:
+        raise VideoDecodeError(path, f"cannot list directory ({err.strerror or err})") from None
+    files = [n for n in names if n.lower().endswith(FRAME_EXTENSIONS) and not n.startswith(".")]
+    return sorted(files, key=_natural_key)
+
+
+def _sample_folder(path: str, files: list[str], num_frames: int) -> SampledVideo:
+    """A folder of frame images as a video: the files in natural order are its frames."""
+    from PIL import Image
+
+    indices = frame_indices(len(files), num_frames)
+    opened: dict[int, np.ndarray] = {}
+    size = None
+    for i in sorted(set(indices.tolist())):
+        try:
+            with Image.open(os.path.join(path, files[i])) as im:
+                im = im.convert("RGB")
+                size = size or im.size
+                opened[i] = np.asarray(im if im.size == size else im.resize(size, Image.BICUBIC))
+        except (OSError, ValueError) as err:
+            raise VideoDecodeError(path, f"frame image {files[i]!r} cannot be read: {type(err).__name__}: {err}") from None
+    frames = np.stack([opened[i] for i in indices.tolist()])
+    return SampledVideo(frames, indices.astype(np.int64), len(files), 0.0, 0.0, path, "frames")
+
+
 def sample_frames(path: str | os.PathLike, num_frames: int, backend: str = "auto") -> SampledVideo:
     """Decode the ``num_frames`` frames at :func:`frame_indices` of the video at ``path``.
 
     ``backend``: ``"decord"`` (LongVA's reader), ``"pyav"``, or ``"auto"`` (decord, falling back to
     PyAV when decord is missing or fails on this file). Raises :class:`VideoDecodeError` for any
     unreadable input and :class:`ConfigError` for bad arguments or an explicitly requested backend
-    that is not installed.
+    that is not installed. A folder of frame images is read as a video whatever ``backend`` says (see
+    "Frame folders" above).
     """
     num_frames = _check_count("num_frames", num_frames)
     if backend not in BACKENDS:
@@ -317,6 +360,11 @@ def sample_frames(path: str | os.PathLike, num_frames: int, backend: str = "auto
     path = os.fspath(path)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
+    if os.path.isdir(path):
+        files = _frame_files(path)
+        if not files:
+            raise VideoDecodeError(path, f"is a directory without frame images ({', '.join(FRAME_EXTENSIONS)}), not a video")
+        return _sample_folder(path, files, num_frames)
     _check_file(path)
 
     if backend != "auto":

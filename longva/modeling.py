@@ -56,7 +56,9 @@ def resolve_device(device_map: str | torch.device | None) -> torch.device:
     if isinstance(device_map, str) and device_map == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(device_map, (str, torch.device, int)):
-        return torch.device(device_map)
+        device = torch.device(device_map)
+        # "cpu:0" (accelerate's CPU device with several processes) is the CPU; safetensors rejects the index.
+        return torch.device("cpu") if device.type == "cpu" else device
     raise ValueError(f"device_map must be None, 'auto' or a device string such as 'cuda:0', got {device_map!r}")
 
 

@@ -31,9 +31,10 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
 
 
 def resolve_device(device: str | None) -> str:
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
+    """See :func:`cos.device.normalise_device` (``cpu:0`` from accelerate becomes ``cpu``)."""
+    from cos.device import normalise_device
+
+    return normalise_device(device)
 
 
 class LongVABackend:

@@ -113,15 +113,18 @@ class Engine:
 
     # -- identities and checks -----------------------------------------------------------------
     def scorer_identity(self) -> dict | None:
-        """What determines the scorer's output besides its input (the score cache's scorer part)."""
+        """What determines the scorer's output besides its input (the score cache's scorer part): its
+        checkpoint, decision rule, and the numbers it computes with (the dtype actually loaded, 4-bit)."""
         o = self.opts
         if self.method != "cos":
             return None
         ident = {"name": o.scorer, "mode": o.score_mode, "threshold": float(o.score_threshold)}
         if o.scorer == "llava":
-            ident.update(pretrained=o.identity()["scorer_pretrained"], load_in_4bit=o.scorer_load_in_4bit)
+            scorer = self.pipeline.scorer
+            ident.update(pretrained=o.identity()["scorer_pretrained"], load_in_4bit=o.scorer_load_in_4bit,
+                         dtype=str(getattr(scorer, "dtype", None)))
         elif o.scorer == "self":
-            ident.update(pretrained=o.identity()["pretrained"], torch_dtype=o.torch_dtype, attn_implementation=o.attn_implementation)
+            ident.update(pretrained=o.identity()["pretrained"], dtype=str(self.backend.dtype), attn_implementation=o.attn_implementation)
         return ident
 
     def score_cache_key(self, info: dict, frames: np.ndarray, question: str) -> str | None:
@@ -132,9 +135,10 @@ class Engine:
             video = file_identity(info["video"])
         else:  # images in memory: their pixels are their identity
             video = {"frames_sha256": hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest(), "shape": list(frames.shape)}
-        return make_key({"kind": "shot_scores", "v": 1, "video": video, "frame_indices": [int(i) for i in info["frame_indices"]],
-                         "scorer": self.scorer_identity(), "shot_size": self.opts.shot_size, "leftover": self.opts.leftover,
-                         "question": question})
+        # The decoder is part of the key: decord and PyAV may give different pixels for the same frame index.
+        return make_key({"kind": "shot_scores", "v": 2, "video": video, "decoder": info.get("decoder"),
+                         "frame_indices": [int(i) for i in info["frame_indices"]], "scorer": self.scorer_identity(),
+                         "shot_size": self.opts.shot_size, "leftover": self.opts.leftover, "question": question})
 
     def context_budget(self) -> tuple[int | None, int]:
         """``(tokenizer_model_max_length or None, visual tokens per frame)`` of the loaded model."""

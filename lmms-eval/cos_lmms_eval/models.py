@@ -55,6 +55,7 @@ from tqdm import tqdm
 
 import cos
 from cos.cache import ResultCache, file_identity, make_key
+from cos.device import normalise_device
 from cos.errors import CosError
 from cos.pipeline import GenerationOptions
 from cos.trace import to_jsonable, trace_key, write_trace
@@ -80,11 +81,14 @@ class VisualUnavailable(CosError):
 
 
 _EXIT_PATH = re.compile(r"path\s*:?\s*(.+?)\s+does not exist")
+_QUOTED_PATH = re.compile(r"""['"](/[^'"]+)['"]""")
 
 
 def _path_from_exit_message(message) -> str | None:
-    """videomme/mlvu exit with ``"video path:{path} does not exist, please check"``: recover the path."""
-    match = _EXIT_PATH.search(str(message or ""))
+    """The video path a task's error message names: videomme/mlvu exit with ``"video path:{path} does not
+    exist, please check"``; nextqa raises ``FileNotFoundError("Tried both ['{path}', ...] ...")``."""
+    text = str(message or "")
+    match = _EXIT_PATH.search(text) or _QUOTED_PATH.search(text)
     return match.group(1) if match else None
 
 
@@ -206,7 +210,7 @@ class LongVA(lmms):
         self._rank = self.accelerator.process_index
         self._world_size = self.accelerator.num_processes
         if self.opts.device is None and self.opts.device_map in (None, "", "auto"):
-            self.opts.device = str(self.accelerator.device)
+            self.opts.device = normalise_device(self.accelerator.device)  # "cpu:0" under ACCELERATE_USE_CPU=1
         self.engine = Engine(self.opts)
         self.errors: list[dict] = []
         self.trace_dir = Path(self.opts.trace_dir) if self.opts.trace_dir else None
@@ -279,7 +283,8 @@ class LongVA(lmms):
             err = VisualUnavailable(f"the task's doc_to_visual called sys.exit({exc.code!r}): video missing?", path)
             return self._fail(task, split, doc_id, path, err, cache_key=None), "failed"
         except OSError as exc:
-            err = VisualUnavailable(f"the task's doc_to_visual raised {type(exc).__name__}: {exc}", getattr(exc, "filename", None))
+            path = getattr(exc, "filename", None) or _path_from_exit_message(exc)
+            err = VisualUnavailable(f"the task's doc_to_visual raised {type(exc).__name__}: {exc}", path)
             return self._fail(task, split, doc_id, err.path, err, cache_key=None), "failed"
         except CosError as exc:
             return self._fail(task, split, doc_id, None, exc, cache_key=None), "failed"
