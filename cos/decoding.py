@@ -74,7 +74,9 @@ class CoReasoningLogitsProcessor(LogitsProcessor):
 
     Rows come in groups ``(X, Sp, Sn)`` per sample (rows ``3g, 3g+1, 3g+2`` for sample ``g``); every row
     of a group receives the fused scores of that group, so greedy decoding picks the same token in all
-    three streams.
+    three streams. A token that an earlier processor masked with ``-inf`` (``min_new_tokens``,
+    ``suppress_tokens``, ``bad_words_ids``, ...) in any row of a group is ``-inf`` in the fused scores,
+    instead of ``-inf + α·(-inf − -inf) = NaN`` (exact: a group's rows share their generated ids, so their masks).
 
     Args:
         alpha: α of Eq. 8 in ``[0, 1]``: one float for every group, or one per group (``len = G``).
@@ -134,6 +136,8 @@ class CoReasoningLogitsProcessor(LogitsProcessor):
         s = scores.view(groups, self.group_size, vocab)
         alpha = self._alphas(groups, scores)
         fused = s[:, 0] + alpha[:, None] * (s[:, 1] - s[:, 2])
+        # a token masked (-inf) by an earlier processor stays masked: -inf + α·(-inf − -inf) would be NaN
+        fused = fused.masked_fill(torch.isneginf(s).any(dim=1), float("-inf"))
         if self.repetition_penalty != 1.0:
             fused = penalise_repetition(fused, ids[:, 0], self.repetition_penalty)
         return fused.repeat_interleave(self.group_size, dim=0)

@@ -50,11 +50,13 @@ def _penalise(logits, tokens, penalty):
 
 
 @torch.no_grad()
-def naive_co_reasoning(lm, x, sp, sn, alpha, steps, penalty=1.0, penalise_first=False):
+def naive_co_reasoning(lm, x, sp, sn, alpha, steps, penalty=1.0, penalise_first=False, suppress=(), eos=None, min_new_tokens=0):
     """Reference: three full forwards without cache per token, each on its own unpadded stream.
 
     The repetition penalty is applied after fusing (the release), or, with ``penalise_first``, to each
-    stream's logits before fusing (what ``generate``'s built-in penalty would do)."""
+    stream's logits before fusing (what ``generate``'s built-in penalty would do). Token ids in ``suppress``
+    and, for the first ``min_new_tokens`` steps, ``eos`` get -inf in the fused scores; decoding stops after
+    ``eos``."""
     emb = lm.get_input_embeddings()
     rows = [x.clone(), sp.clone(), sn.clone()]
     tokens, fused_all = [], []
@@ -65,9 +67,16 @@ def naive_co_reasoning(lm, x, sp, sn, alpha, steps, penalty=1.0, penalise_first=
         fused = last[0] + alpha * (last[1] - last[2])
         if not penalise_first:
             fused = _penalise(fused, tokens, penalty)
+        banned = set(suppress)
+        if eos is not None and len(tokens) < min_new_tokens:
+            banned.add(eos)
+        for t in banned:
+            fused[t] = float("-inf")
         tok = int(fused.argmax())
         tokens.append(tok)
         fused_all.append(fused)
+        if tok == eos:
+            break
         e = emb(torch.tensor([[tok]]))
         rows = [torch.cat([r, e], dim=1) for r in rows]
     return tokens, torch.stack(fused_all)
@@ -180,6 +189,56 @@ def test_plain_tensor_return_and_eos(lm):
     assert seq[0, first + 1 :].eq(255).all()
 
 
+def _run_with_masks(lm, group, alpha, where, **masks):
+    """``run`` with masking options passed as ``generate`` kwargs or set on the checkpoint's generation_config."""
+    if where == "kwargs":
+        return run(lm, [group], alpha, **masks)
+    saved = {k: getattr(lm.generation_config, k) for k in masks}
+    try:
+        for k, v in masks.items():
+            setattr(lm.generation_config, k, v)
+        return run(lm, [group], alpha)
+    finally:
+        for k, v in saved.items():
+            setattr(lm.generation_config, k, v)
+
+
+def _assert_matches_masked_reference(out, tokens, fused):
+    assert not torch.isnan(torch.stack(out.scores)).any() and not torch.isnan(torch.stack(out.raw.scores)).any()
+    assert out.sequences[0].tolist() == tokens
+    got = torch.stack(out.scores)[:, 0]
+    assert got.shape == fused.shape
+    assert torch.equal(torch.isneginf(got), torch.isneginf(fused))
+    finite = torch.isfinite(fused)
+    torch.testing.assert_close(got[finite], fused[finite], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("where", ["kwargs", "generation_config"])
+def test_min_new_tokens_keeps_eos_masked_without_nan(lm, where):
+    # min_new_tokens masks EOS with -inf in every row before the fuser: -inf + α(-inf − -inf) must not
+    # become NaN (argmax would then pick the masked EOS)
+    x, sp, sn = streams(lm, (14, 14, 14), seed=10)
+    free = run(lm, [(x, sp, sn)], 0.7).sequences[0].tolist()
+    eos = free[1]  # greedy would stop at step 1
+    out = _run_with_masks(lm, (x, sp, sn), 0.7, where, min_new_tokens=3, eos_token_id=eos)
+    tokens, fused = naive_co_reasoning(lm, x, sp, sn, 0.7, TOKENS, eos=eos, min_new_tokens=3)
+    assert eos not in tokens[:3] and tokens[0] == free[0] and tokens[1] != free[1]
+    _assert_matches_masked_reference(out, tokens, fused)
+    assert torch.isneginf(fused[:3, eos]).all()
+
+
+@pytest.mark.parametrize("where", ["kwargs", "generation_config"])
+def test_suppress_tokens_stay_suppressed_without_nan(lm, where):
+    x, sp, sn = streams(lm, (14, 14, 14), seed=11)
+    free = run(lm, [(x, sp, sn)], 0.7).sequences[0].tolist()
+    banned = sorted(set(free))  # every token of the unmasked answer
+    out = _run_with_masks(lm, (x, sp, sn), 0.7, where, suppress_tokens=banned)
+    tokens, fused = naive_co_reasoning(lm, x, sp, sn, 0.7, TOKENS, suppress=banned)
+    assert len(tokens) == TOKENS and not set(tokens) & set(banned)
+    _assert_matches_masked_reference(out, tokens, fused)
+    assert torch.isneginf(fused[:, banned]).all()
+
+
 def test_processor_contract():
     proc = CoReasoningLogitsProcessor([0.5, 1.0])
     assert proc.requires_greedy is True
@@ -193,6 +252,16 @@ def test_processor_contract():
     before = scores.clone()
     proc(ids, scores)
     assert torch.equal(scores, before)  # not edited in place
+    masked = scores.clone()
+    masked[0:3, 4] = float("-inf")  # masked in every row of group 0 (e.g. min_new_tokens on EOS)
+    masked[3:6, 7] = float("-inf")
+    out = proc(ids, masked)
+    assert not out.isnan().any()
+    assert torch.isneginf(out[0:3, 4]).all() and torch.isneginf(out[3:6, 7]).all()
+    assert torch.isfinite(out[3:6, 4]).all() and torch.isfinite(out[0:3, 7]).all()
+    keep = torch.ones(10, dtype=torch.bool)
+    keep[[4, 7]] = False
+    torch.testing.assert_close(out[:, keep], want.repeat_interleave(3, 0)[:, keep])
 
 
 def test_processor_errors():

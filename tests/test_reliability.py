@@ -286,9 +286,14 @@ def test_bad_inputs_are_answered_or_recorded_and_the_run_goes_on(tmp_path, budge
 
     trace_by_doc = {t["doc_id"]: t for t in (json.loads(p.read_text()) for p in (traces / "cos_rel_matrix").glob("*.json"))}
     assert set(trace_by_doc) == set(range(len(docs))) - error_docs
+    from longva import LongVAProcessor
+
+    processor = LongVAProcessor.from_pretrained(budget_longva_dir)
     for i, t in trace_by_doc.items():
         assert len(t["frame_indices"]) == MATRIX_FRAMES and len(t["binary_code"]) == MATRIX_FRAMES, docs[i]["id"]
-        assert isinstance(preds[i], str)
+        # the prediction is the decoding of the answer tokens (max_new_tokens=4, no stop strings in the task)
+        assert 1 <= len(t["answer_tokens"]) <= 4, docs[i]["id"]
+        assert preds[i] == t["answer"] == processor.decode(t["answer_tokens"]), docs[i]["id"]
     kind_of = {d["expect"].split(":", 1)[-1]: i for i, d in enumerate(docs)}
     assert trace_by_doc[kind_of["few_frames"]]["frame_indices"] == [0, 0, 0, 1]  # linspace(0, 1, 4) truncated
     assert trace_by_doc[kind_of["single_frame"]]["frame_indices"] == [0, 0, 0, 0]

@@ -58,11 +58,25 @@ def test_processor_loads_without_torchvision(tiny):
     assert tok.unk_token_id not in tok(llava_prompt(QUESTION)).input_ids
 
 
+@torch.no_grad()
 def test_generate_mode(tiny, mosaics):
     s = LlavaScorer(pretrained=str(tiny), mode="generate", batch_size=2, device="cpu")
     out = s.score(mosaics, QUESTION)
     assert isinstance(out, ShotScores) and len(out) == len(mosaics)
-    assert all(isinstance(r, str) for r in out.responses)
+    # independent reference: one mosaic at a time (no padding), 5 greedy tokens from uncached full forwards,
+    # stop at EOS, decoded without special tokens and stripped
+    proc = AutoProcessor.from_pretrained(tiny)
+    model = LlavaForConditionalGeneration.from_pretrained(tiny).eval()
+    want = []
+    for im in mosaics:
+        inputs = proc(images=[im], text=[llava_prompt(QUESTION)], return_tensors="pt")
+        ids, new = inputs["input_ids"], []
+        while len(new) < 5 and not (new and new[-1] == proc.tokenizer.eos_token_id):
+            logits = model(input_ids=torch.cat([ids, torch.tensor([new], dtype=ids.dtype)], dim=1),
+                           pixel_values=inputs["pixel_values"], use_cache=False).logits
+            new.append(int(logits[0, -1].argmax()))
+        want.append(proc.tokenizer.decode(new, skip_special_tokens=True).strip())
+    assert out.responses == want
     assert out.decisions.tolist() == [int("yes" in r.lower()) for r in out.responses]
     assert out.scores.tolist() == [float(d) for d in out.decisions]
 
