@@ -129,7 +129,17 @@ def test_missing_and_corrupt_videos_are_error_records_not_crashes(tmp_path, tiny
     assert len(list((traces / "cos_needle").glob("*.json"))) == N_VIDEOS - 2
 
 
-def _launch(nproc: int, out_dir: Path, tiny_longva_dir, include_path: Path, port: int) -> dict[int, str]:
+def _samples(out_dir: Path, where: str) -> dict[int, str]:
+    samples = list(out_dir.rglob("*_samples_cos_needle.jsonl"))
+    assert len(samples) == 1, f"{len(samples)} samples files\n{where}"
+    rows = [json.loads(line) for line in samples[0].read_text().splitlines()]
+    doc_ids = [r["doc_id"] for r in rows]
+    assert sorted(doc_ids) == list(range(N_VIDEOS)), doc_ids  # none lost, none duplicated
+    return {r["doc_id"]: r["filtered_resps"] for r in rows}
+
+
+def _launch(nproc: int, out_dir: Path, tiny_longva_dir, include_path: Path, port: int, env_extra: dict | None = None) -> dict[int, str]:
+    """``accelerate launch ... -m lmms_eval`` exactly as a user types it (one machine)."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(nproc), "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
     if nproc > 1:
@@ -138,17 +148,39 @@ def _launch(nproc: int, out_dir: Path, tiny_longva_dir, include_path: Path, port
             f"pretrained={tiny_longva_dir},max_frames_num={FRAMES},scorer=self,score_mode=logits",
             "--tasks", "cos_needle", "--include_path", str(include_path), "--batch_size", "1", "--log_samples",
             "--output_path", str(out_dir), "--verbosity", "WARNING"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    samples = list(out_dir.rglob("*_samples_cos_needle.jsonl"))
-    assert samples, f"no samples file (rc {proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    rows = [json.loads(line) for line in samples[0].read_text().splitlines()]
-    doc_ids = [r["doc_id"] for r in rows]
-    assert sorted(doc_ids) == list(range(N_VIDEOS)), doc_ids  # none lost, none duplicated
-    return {r["doc_id"]: r["filtered_resps"] for r in rows}
+    return _samples(out_dir, f"rc {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
 
-def test_two_processes_give_the_same_predictions_as_one(tmp_path, tiny_longva_dir, needle_tasks):
-    one = _launch(1, tmp_path / "one", tiny_longva_dir, needle_tasks["good"], 29511)
-    two = _launch(2, tmp_path / "two", tiny_longva_dir, needle_tasks["good"], 29512)
-    assert one == two
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, tiny_longva_dir, needle_tasks):
+    return _launch(1, tmp_path_factory.mktemp("one"), tiny_longva_dir, needle_tasks["good"], 29511)
+
+
+@pytest.mark.parametrize("use_cpu", ["", "1"], ids=["default", "ACCELERATE_USE_CPU=1"])
+def test_two_processes_give_the_same_predictions_as_one(tmp_path, tiny_longva_dir, needle_tasks, one_process, use_cpu):
+    # ACCELERATE_USE_CPU=1 makes accelerate's device "cpu:0", which safetensors rejected (every rank died)
+    env = {"ACCELERATE_USE_CPU": use_cpu} if use_cpu else {}
+    two = _launch(2, tmp_path / "two", tiny_longva_dir, needle_tasks["good"], 29512 + bool(use_cpu), env)
+    assert two == one_process
+
+
+def test_two_machines_on_loopback_give_the_same_predictions_as_one(tmp_path, tiny_longva_dir, needle_tasks, one_process):
+    """scripts/eval_task.sh on two "machines" (node ranks 0 and 1, one process each, 127.0.0.1) = one process."""
+    config = tmp_path / "needle.yaml"
+    config.write_text(json.dumps({"model": "cos_longva", "model_args": f"pretrained={tiny_longva_dir},max_frames_num={FRAMES},scorer=self,"
+                                  "score_mode=logits", "batch_size": 1, "log_samples": True}))
+    out = tmp_path / "logs"
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "NNODES": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29521",
+            "OUTPUT_PATH": str(out), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = ["bash", str(REPO / "scripts" / "eval_task.sh"), "cos_needle", str(config), "1", "--include_path", str(needle_tasks["good"])]
+    nodes = [subprocess.Popen(cmd, env={**base, "NODE_RANK": str(rank)}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for rank in (1, 0)]
+    logs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    assert "node 1: processes finished" in logs[0] and "[eval] results:" in logs[1]
+    assert sorted(p.name.rsplit("_", 1)[-1] for p in out.glob("eval_*.log")) == ["node0.log", "node1.log"]
+    assert _samples(out, logs[1][-3000:]) == one_process
+    summaries = [line for log in logs for line in log.splitlines() if line.startswith("COS-SUMMARY")]
+    assert sorted(line.split()[2] for line in summaries) == ["rank=0", "rank=1"] and all("world=2" in line for line in summaries)
