@@ -28,9 +28,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["cos", "longva", "cos_lmms_eval"],
+    packages=["cos", "longva", "cos_lmms_eval", "cos_lmms_eval.tasks"],
     package_dir={"cos": "cos", "longva": "longva", "cos_lmms_eval": "lmms-eval/cos_lmms_eval"},
-    package_data={"cos_lmms_eval": ["tasks/*/*.yaml", "tasks/*/*.py"]},
+    # the offline task (YAML + hooks) ships inside the package: --include_path $(python -m cos_lmms_eval.tasks)
+    package_data={"cos_lmms_eval.tasks": ["*/*.yaml", "*/*.py"]},
     install_requires=_requirements(),
     extras_require={
         "lmms-eval": ["lmms-eval>=0.7.3,<0.8"],

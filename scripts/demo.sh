@@ -7,7 +7,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$REPO"
 DEMO=.cache/demo
-NEEDLE=lmms-eval/tasks/cos_needle/data
+NEEDLE=lmms-eval/cos_lmms_eval/tasks/cos_needle/data
 export HF_HOME="$REPO/$DEMO/hf" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 [ -f "$DEMO/tiny-longva/config.json" ] || cos make-tiny-longva "$DEMO/tiny-longva" --size tiny

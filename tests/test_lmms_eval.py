@@ -22,10 +22,10 @@ FRAMES = 16
 
 @pytest.fixture(scope="session")
 def needle_tasks(tmp_path_factory, needle_data):
-    """A copy of lmms-eval/tasks/cos_needle with generated data, plus a variant with a missing and a corrupt video."""
+    """A copy of lmms-eval/cos_lmms_eval/tasks/cos_needle with generated data, plus a variant with a missing and a corrupt video."""
     root = tmp_path_factory.mktemp("tasks")
     good = root / "good" / "cos_needle"
-    shutil.copytree(REPO / "lmms-eval" / "tasks" / "cos_needle", good, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    shutil.copytree(REPO / "lmms-eval" / "cos_lmms_eval" / "tasks" / "cos_needle", good, ignore=shutil.ignore_patterns("data", "__pycache__"))
     shutil.copytree(needle_data, good / "data")
     bad = root / "bad" / "cos_needle"
     shutil.copytree(good, bad)

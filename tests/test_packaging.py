@@ -79,3 +79,33 @@ def test_cli_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "cos", "--help"], capture_output=True, text=True, check=True).stdout
     for name in ("make-needle-videos", "make-tiny-longva", "make-tiny-llava", "run", "env"):
         assert name in out
+
+
+def test_non_editable_install_ships_and_runs_the_needle_task(tmp_path, tiny_longva_dir, needle_data):
+    """``pip install .`` (a wheel, not the editable tree) carries the cos_needle task and registers the models."""
+    import json
+    import os
+
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(REPO)],
+                   check=True, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
+    where = subprocess.run([sys.executable, "-c", "import cos, longva, cos_lmms_eval; print(cos.__file__, longva.__file__, cos_lmms_eval.__file__)"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, check=True).stdout.split()
+    assert all(Path(p).is_relative_to(target) for p in where), where  # the installed copy, not the source tree
+    tasks = subprocess.run([sys.executable, "-m", "cos_lmms_eval.tasks"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                           check=True).stdout.strip()
+    assert Path(tasks) == target / "cos_lmms_eval" / "tasks" and (Path(tasks) / "cos_needle" / "cos_needle.yaml").is_file()
+    import shutil
+
+    shutil.copytree(needle_data, Path(tasks) / "cos_needle" / "data")  # what `cos make-needle-videos <tasks>/cos_needle/data` writes
+    out = tmp_path / "logs"
+    proc = subprocess.run([sys.executable, "-m", "lmms_eval", "--model", "cos_longva", "--model_args",
+                           f"pretrained={tiny_longva_dir},max_frames_num=8,scorer=self,score_mode=logits", "--tasks", "cos_needle",
+                           "--include_path", tasks, "--batch_size", "1", "--log_samples", "--output_path", str(out)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    samples = list(out.rglob("*_samples_cos_needle.jsonl"))
+    assert samples, f"rc {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    rows = [json.loads(line) for line in samples[0].read_text().splitlines()]
+    questions = json.loads((needle_data / "questions.json").read_text())
+    assert sorted(r["doc_id"] for r in rows) == list(range(len(questions)))

@@ -367,7 +367,7 @@ def test_same_command_twice_gives_identical_predictions_and_traces(tmp_path, tin
 def needle_tasks_dir(tmp_path_factory, needle_data) -> Path:
     root = tmp_path_factory.mktemp("needle_tasks")
     task = root / "cos_needle"
-    shutil.copytree(REPO / "lmms-eval" / "tasks" / "cos_needle", task, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    shutil.copytree(REPO / "lmms-eval" / "cos_lmms_eval" / "tasks" / "cos_needle", task, ignore=shutil.ignore_patterns("data", "__pycache__"))
     shutil.copytree(needle_data, task / "data")
     return root
 
@@ -382,7 +382,7 @@ def resume_task(tmp_path_factory, needle_data) -> Path:
     """The needle task with 9 docs: every video asked twice (two wordings) and one missing video."""
     root = tmp_path_factory.mktemp("resume_tasks")
     task = root / "cos_needle"
-    shutil.copytree(REPO / "lmms-eval" / "tasks" / "cos_needle", task, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    shutil.copytree(REPO / "lmms-eval" / "cos_lmms_eval" / "tasks" / "cos_needle", task, ignore=shutil.ignore_patterns("data", "__pycache__"))
     shutil.copytree(needle_data, task / "data")
     docs = json.loads((task / "data" / "questions.json").read_text())
     again = [dict(d, id=d["id"] + "_b", question=d["question"] + " Look carefully.") for d in docs]
