@@ -117,7 +117,7 @@ def dynamic_alpha(code) -> float:
     return float(1.0 - int(c.sum()) / c.size)
 
 
-def resolve_alpha(alpha: "str | float", code) -> float:
+def resolve_alpha(alpha: str | float, code) -> float:
     """The α of Eq. 8: ``"auto"`` → :func:`dynamic_alpha` (Eq. 9); a number (or numeric string such as
     ``"0.5"``) → that fixed α, which must be finite and in ``[0, 1]``."""
     if isinstance(alpha, str):

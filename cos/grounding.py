@@ -7,7 +7,7 @@ code 0. This 0/1 vector over the n shots *is* the pseudo temporal grounding, and
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -9,8 +9,8 @@ scorer) co-reasoning reduces to the plain baseline, and the pipeline runs exactl
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ class GenerationOptions:
     until: Sequence[str] = ()
 
     @classmethod
-    def from_gen_kwargs(cls, gen_kwargs: dict | None) -> "GenerationOptions":
+    def from_gen_kwargs(cls, gen_kwargs: dict | None) -> GenerationOptions:
         """lmms-eval ``gen_kwargs`` -> options (unknown keys are ignored, as lmms-eval models do)."""
         g = dict(gen_kwargs or {})
         until = g.get("until") or ()

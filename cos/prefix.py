@@ -34,7 +34,7 @@ class PrefillStats:
     def saved_fraction(self) -> float:
         return 1.0 - self.computed / self.unshared if self.unshared else 0.0
 
-    def without_sharing(self) -> "PrefillStats":
+    def without_sharing(self) -> PrefillStats:
         """The plan that prefills every stream from scratch (one after another: one stream's activations
         at a time, and the fused causal kernel, with no attention mask, for each)."""
         count = len(self.parents)

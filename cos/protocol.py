@@ -6,7 +6,8 @@ pipeline (LongVA implements it in ``cos_lmms_eval.backend``).
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch

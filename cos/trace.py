@@ -14,9 +14,10 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def trace_key(video: str, question: str) -> str:
     The model adapter names trace files by it and a task's ``process_results`` finds them by it, so
     neither has to know the other's document ids.
     """
-    digest = hashlib.sha1(f"{os.path.abspath(video)}\n{question}".encode("utf-8")).hexdigest()
+    digest = hashlib.sha1(f"{os.path.abspath(video)}\n{question}".encode()).hexdigest()
     return digest[:20]
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +74,7 @@ BAR_IRRELEVANT = (240, 150, 150)
 NOTE = (190, 0, 0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _font(size: int, bold: bool = False):
     try:
         from matplotlib import font_manager
@@ -347,7 +347,7 @@ def render_strip(trace: dict, frames: np.ndarray | None, out_path, thumb: int = 
                 tag_top = bar_top + BAR_H
             src = trace["frame_indices"][i]
             put_tag(x, tag_top, f"#{i}", f"f{src}", bg=TRUTH if truth and truth[0] <= src < truth[1] else None)
-            for (name, top), mapping in zip(rows[1:], (trace.get("positive_map"), trace.get("negative_map"))):
+            for (_name, top), mapping in zip(rows[1:], (trace.get("positive_map"), trace.get("negative_map"))):
                 j = int(mapping[i])
                 put_tile(j, x, top)
                 if j == i:

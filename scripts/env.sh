@@ -9,8 +9,9 @@ VENV="${COS_VENV:-$REPO/.venv}"
 TORCH_SPEC="${COS_TORCH_SPEC:-torch==2.13.0}"
 LMMS_EVAL_SPEC="${COS_LMMS_EVAL_SPEC:-lmms-eval==0.7.3}"
 PY="${PYTHON:-python3}"
+DEV_TOOLS="pytest ruff"  # the test command's runner and the linter .ci/run calls
 
-stamp_inputs() { cat "$REPO/setup.py" "$REPO/requirements.txt" "$REPO/scripts/env.sh"; echo "$TORCH_SPEC $LMMS_EVAL_SPEC"; }
+stamp_inputs() { cat "$REPO/setup.py" "$REPO/requirements.txt" "$REPO/scripts/env.sh"; echo "$TORCH_SPEC $LMMS_EVAL_SPEC $DEV_TOOLS"; }
 STAMP="$VENV/.cos-install-stamp"
 want="$(stamp_inputs | sha256sum | cut -d' ' -f1)"
 
@@ -32,8 +33,9 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   pip_ install "$TORCH_SPEC"
   echo "[env] installing $LMMS_EVAL_SPEC without its declared deps (torchvision/timm)"
   pip_ install --no-deps "$LMMS_EVAL_SPEC"
-  echo "[env] installing this project (pip install -e .); lmms-eval's unused declared requirements stay out"
-  pip_ install -e "$REPO" pytest
+  echo "[env] installing this project (pip install -e .) and $DEV_TOOLS; lmms-eval's unused declared requirements stay out"
+  # shellcheck disable=SC2086
+  pip_ install -e "$REPO" $DEV_TOOLS
   # Guard: these must never be present beside CPU torch (see ../shared notes / README).
   "$VENV/bin/python" -m pip uninstall -y -q torchvision timm >/dev/null 2>&1 || true
   "$VENV/bin/python" - <<'PY'

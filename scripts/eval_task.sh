@@ -110,7 +110,8 @@ if [ -z "$results" ]; then
   exit 1
 fi
 echo "[eval] results: $results"
-echo "[eval] samples: $n_answered answered, $n_failed failed ($n_cached of them from the result cache)"
+where=""; [ "$NNODES" -gt 1 ] && where=" by this machine's processes (failed: all machines, from the error records)"
+echo "[eval] samples$where: $n_answered answered, $n_failed failed ($n_cached of them from the result cache)"
 if [ "$n_failed" -gt 0 ]; then
   echo "[eval] WARNING: $n_failed samples failed and were answered with an empty prediction; records: $error_files" >&2
   [ "${STRICT:-0}" = "1" ] && exit 3

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# README command 2: environment step, then the test suite.
+# README command 2: environment step, then the test suite and the docstring examples of the packages.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$REPO"
-exec python -m pytest -ra tests "$@"
+exec python -m pytest -ra --doctest-modules tests cos longva lmms-eval/cos_lmms_eval "$@"

@@ -97,8 +97,9 @@ def lay_out(hf_home: str | Path, needle_dir: str | Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(needle_dir / records[index]["video"], target)
     for rel, index in FRAME_FOLDERS.items():
-        from cos.video import sample_frames
         from PIL import Image
+
+        from cos.video import sample_frames
 
         target = hf_home / rel
         target.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import benchmarks
 import numpy as np
 import pytest
-
-import benchmarks
 from benchmarks import MISSING, REAL_TASK, SUBTASKS, SUBTITLE_LINES, TASKS_DIR, docs, leaf_tasks
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import three_streams
 
 from cos.compose import BLACK
 from cos.decoding import co_reasoning_generate, penalise_repetition
 from cos.pipeline import CoSConfig, CoSPipeline, GenerationOptions
 from cos.scoring import LlavaScorer, UniformScorer, clear_scorer_cache
-from conftest import three_streams
 
 N = 8
 QUESTION = "What colour is the shape that briefly appears in the video?\nA. red\nB. green\nC. blue\nD. yellow"

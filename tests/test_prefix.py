@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import three_streams
+
 from cos.decoding import co_reasoning_generate
 from cos.prefix import common_prefix_length, prefill_shared, stack_caches
 

@@ -350,6 +350,32 @@ def test_score_cache_skips_the_scorer_when_only_alpha_changes(tmp_path, tiny_lon
     assert len(list((traces / "score_cache").glob("??/*.json"))) == 4
 
 
+def test_score_cache_key_covers_decoder_and_the_scorers_numbers(tmp_path, tiny_longva_dir, tiny_llava_dir, needle_data):
+    """decord and PyAV may give other pixels, a bf16 scorer other scores: each gets its own cache entry;
+    an "auto" dtype that resolves to the same numbers shares the entry."""
+    from cos.trace import StageTimer
+    from cos_lmms_eval.engine import Engine
+    from cos_lmms_eval.options import CoSLongVAOptions
+
+    video = str(needle_data / json.loads((needle_data / "questions.json").read_text())[0]["video"])
+    question = "What colour is the shape?"
+
+    def key(decoder="decord", **kw):
+        opts = CoSLongVAOptions(pretrained=str(tiny_longva_dir), max_frames_num=8, video_decode_backend=decoder,
+                                score_cache_dir=str(tmp_path / "scores"), **kw)
+        engine = Engine(opts)
+        frames, info = engine.load_frames(video, StageTimer())
+        assert info["decoder"] == decoder
+        return engine.score_cache_key(info, frames, question)
+
+    self_fp32 = key(scorer="self", torch_dtype="float32")
+    assert key(scorer="self", torch_dtype="auto") == self_fp32  # auto = fp32 on CPU: the same numbers
+    assert key(scorer="self", torch_dtype="bfloat16") != self_fp32
+    assert key(decoder="pyav", scorer="self", torch_dtype="float32") != self_fp32
+    llava = key(scorer="llava", scorer_pretrained=str(tiny_llava_dir))
+    assert llava != self_fp32 and key(decoder="pyav", scorer="llava", scorer_pretrained=str(tiny_llava_dir)) != llava
+
+
 def test_same_command_twice_gives_identical_predictions_and_traces(tmp_path, tiny_longva_dir, needle_tasks_dir):
     runs = []
     for name in ("a", "b"):

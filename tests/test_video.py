@@ -326,3 +326,37 @@ def test_memory_does_not_grow_with_video_length(tmp_path_factory, backend):
     assert res["total"] == res["n"] == 600
     assert res["control"] > 0.5 * all_frames_mib  # the measurement can see frames being kept
     assert res["growth"] < 0.2 * all_frames_mib, res
+
+
+# ------------------------------------------------------------------------------------ frame folders
+def test_a_folder_of_frame_images_is_a_video(tmp_path):
+    """MVBench's episodic-reasoning clips are folders of JPEGs: frames in natural order, the same sampling rule."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (12, 10, 14, 3), dtype=np.uint8)
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for i, frame in enumerate(frames, start=1):
+        Image.fromarray(frame).save(folder / f"frame_{i}.png")  # frame_10 after frame_9, not after frame_1
+    (folder / "notes.txt").write_text("not a frame")
+    (folder / ".hidden.png").write_bytes(b"")
+    sv = sample_frames(folder, 5, backend="decord")  # the decoder choice does not apply to folders
+    want = np.linspace(0, 11, 5, dtype=int)
+    assert sv.backend == "frames" and sv.total_frames == 12 and sv.fps == 0.0
+    assert sv.indices.tolist() == want.tolist()
+    np.testing.assert_array_equal(sv.frames, frames[want])
+    assert sample_frames(folder, 20).indices.tolist() == np.linspace(0, 11, 20, dtype=int).tolist()
+
+
+def test_a_folder_without_frames_or_with_a_broken_frame_is_an_error(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("x")
+    with pytest.raises(VideoDecodeError, match="directory without frame images"):
+        sample_frames(empty, 4)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "00001.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(VideoDecodeError, match="00001.jpg"):
+        sample_frames(broken, 1)

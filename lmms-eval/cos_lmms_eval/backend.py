@@ -7,7 +7,7 @@ knows both. The ``cos run`` command and the lmms-eval models build their model t
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -103,10 +103,9 @@ class LongVABackend:
 def load_longva(pretrained: str, device: str | None = None, torch_dtype=None, attn_implementation: str = "sdpa",
                 encode_chunk_size: int = 32) -> LongVABackend:
     """Load LongVA (a hub id or a checkpoint directory in the original format) as a VideoLM."""
+    from cos.errors import ConfigError
     from longva import LongVAForCausalLM, LongVAProcessor
     from longva.checkpoint import CheckpointError
-
-    from cos.errors import ConfigError
 
     device = resolve_device(device)
     dtype = resolve_dtype(torch_dtype, device)

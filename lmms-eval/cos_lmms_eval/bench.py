@@ -31,7 +31,6 @@ from cos.prefix import crop_cache, plan_prefill
 from cos.scoring import LlavaScorer, get_scorer
 from cos.trace import StageTimer
 from cos.video import sample_frames
-
 from cos_lmms_eval.backend import load_longva
 
 STAGES = ("decode_video", "preprocess", "encode", "mosaics", "score", "compose", "prefill", "decode")
@@ -235,7 +234,7 @@ def run_bench(args) -> dict:
             black = backend.encode_frames(backend.preprocess(np.zeros_like(frames[:1])))[0]
             ids = backend.prompt_ids(question)
 
-            def streams_for(code):
+            def streams_for(code, ids=ids, feats=feats, black=black, n=n):  # bound now: used within this iteration only
                 return torch.cat([backend.embed_prompt(ids, gather_features(feats, m, black))
                                   for m in (np.arange(n), positive_map(code), negative_map(code))])
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -29,7 +29,6 @@ from cos.pipeline import Answer, CoSConfig, CoSPipeline, GenerationOptions
 from cos.scoring import get_scorer
 from cos.trace import StageTimer
 from cos.video import frame_indices, sample_frames
-
 from cos_lmms_eval.backend import load_longva
 from cos_lmms_eval.options import CoSLongVAOptions, LongVAOptions
 

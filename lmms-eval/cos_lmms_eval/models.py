@@ -48,9 +48,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from loguru import logger
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
+from loguru import logger
 from tqdm import tqdm
 
 import cos
@@ -59,7 +59,6 @@ from cos.device import normalise_device
 from cos.errors import CosError
 from cos.pipeline import GenerationOptions
 from cos.trace import to_jsonable, trace_key, write_trace
-
 from cos_lmms_eval.engine import Engine
 from cos_lmms_eval.options import CoSLongVAOptions, LongVAOptions
 

@@ -120,7 +120,7 @@ class LongVAOptions:
         return out
 
     @classmethod
-    def parse(cls, kwargs: dict) -> "LongVAOptions":
+    def parse(cls, kwargs: dict) -> LongVAOptions:
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(kwargs) - set(valid))
         if unknown:

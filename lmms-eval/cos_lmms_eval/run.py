@@ -10,7 +10,6 @@ import json
 
 from cos.pipeline import GenerationOptions
 from cos.trace import write_trace
-
 from cos_lmms_eval.options import CoSLongVAOptions, LongVAOptions
 
 
