@@ -1,5 +1,6 @@
-"""One install for the three packages: ``cos`` (the method), ``longva`` (the model), and
-``cos_lmms_eval`` (the lmms-eval plugin, source under ``lmms-eval/``).
+"""One install for the four packages: ``cos`` (the method), ``longva`` (the model), ``cos_runtime`` (the
+backend registry, engine and ``cos`` command; source under ``runtime/``) and ``cos_lmms_eval`` (the
+lmms-eval plugin, source under ``lmms-eval/``).
 
 lmms-eval itself is not in ``install_requires``: its 0.7.x metadata hard-requires torchvision and timm,
 so letting pip resolve it into a CPU environment replaces CPU torch by a CUDA build and installs the
@@ -28,8 +29,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["cos", "longva", "cos_lmms_eval", "cos_lmms_eval.tasks"],
-    package_dir={"cos": "cos", "longva": "longva", "cos_lmms_eval": "lmms-eval/cos_lmms_eval"},
+    packages=["cos", "longva", "cos_runtime", "cos_runtime.backends", "cos_lmms_eval", "cos_lmms_eval.tasks"],
+    package_dir={"cos": "cos", "longva": "longva", "cos_runtime": "runtime/cos_runtime", "cos_lmms_eval": "lmms-eval/cos_lmms_eval"},
     # the offline task (YAML + hooks) ships inside the package: --include_path $(python -m cos_lmms_eval.tasks)
     package_data={"cos_lmms_eval.tasks": ["*/*.yaml", "*/*.py"]},
     install_requires=_requirements(),
@@ -40,7 +41,7 @@ setup(
         "plot": ["matplotlib"],
     },
     entry_points={
-        "console_scripts": ["cos = cos.cli:main"],
+        "console_scripts": ["cos = cos_runtime.cli:main"],
         "lmms_eval.models": ["cos = cos_lmms_eval.registration:manifests"],
     },
 )

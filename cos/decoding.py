@@ -201,6 +201,7 @@ def co_reasoning_generate(
     eos_token_id: int | list[int] | None = None,
     pad_token_id: int | None = None,
     extra_processors: Sequence = (),
+    stop_at_eos: bool = True,
     **generate_kwargs,
 ):
     """Greedy co-reasoning decoding (Eq. 8): ``y_t = argmax_v [ l(v|X) + α_g·(l(v|Sp) − l(v|Sn)) ]``.
@@ -215,7 +216,8 @@ def co_reasoning_generate(
     ``LongTensor (G, T_new)`` (row 0 of every group), or a :class:`CoReasoningOutput` when
     ``return_dict_in_generate=True`` is passed. Sampling, beam search and similar options raise
     ``ValueError``. ``extra_processors`` run after the fuser and must not change the scores
-    (instrumentation such as step timers).
+    (instrumentation such as step timers). ``stop_at_eos=False`` generates exactly ``max_new_tokens``
+    (no EOS, neither given nor from the model's generation config, ends it).
     """
     for key, bad in _FORBIDDEN.items():
         if key in generate_kwargs and bad(generate_kwargs[key]):
@@ -254,7 +256,9 @@ def co_reasoning_generate(
         num_return_sequences=1,
         repetition_penalty=1.0,
     )
-    if eos_token_id is not None:
+    if not stop_at_eos:
+        kwargs["eos_token_id"] = None  # overrides the model's generation config too
+    elif eos_token_id is not None:
         kwargs["eos_token_id"] = eos_token_id
     if pad_token_id is not None:
         kwargs["pad_token_id"] = pad_token_id

@@ -1,4 +1,4 @@
-"""One device rule for every loader: what a device string means, normalised once.
+"""One device and dtype rule for every loader: what a device string and ``auto`` dtype mean, decided once.
 
 ``accelerate`` reports the CPU as ``cpu:0`` when several processes run with ``ACCELERATE_USE_CPU=1``
 (or ``accelerate launch --cpu``), and the safetensors loader rejects that string (``device cpu:0 is
@@ -11,7 +11,11 @@ import torch
 
 from cos.errors import ConfigError
 
-__all__ = ["normalise_device"]
+__all__ = ["DTYPES", "normalise_device", "resolve_dtype"]
+
+#: dtype names accepted wherever a dtype is an option (``auto`` resolved by :func:`resolve_dtype`)
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
 def normalise_device(device: str | torch.device | int | None) -> str:
@@ -35,3 +39,23 @@ def normalise_device(device: str | torch.device | int | None) -> str:
     except (RuntimeError, TypeError, ValueError) as err:
         raise ConfigError(f"not a device: {device!r} ({err})") from None
     return "cpu" if parsed.type == "cpu" else str(parsed)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device, gpu_default: torch.dtype | None = None) -> torch.dtype:
+    """``auto`` (or None): float32 on a CPU; on a GPU ``gpu_default`` when given (LLaVA-1.5 was released in
+    float16), else bfloat16 where supported, else float16. A name from :data:`DTYPES` or a torch dtype as is.
+
+    >>> resolve_dtype("auto", "cpu"), resolve_dtype("bf16", "cpu")
+    (torch.float32, torch.bfloat16)
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if torch.device(normalise_device(device)).type != "cuda":
+            return torch.float32
+        if gpu_default is not None:
+            return gpu_default
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype not in DTYPES:
+        raise ConfigError(f"torch_dtype={dtype!r}: expected one of {['auto', *DTYPES]}")
+    return DTYPES[dtype]

@@ -71,3 +71,28 @@ def summary(code) -> dict:
         "first": int(idx[0]) if idx.size else None,
         "last": int(idx[-1]) if idx.size else None,
     }
+
+
+def window_grounding(frame_indices: Sequence[int], code, start: int, end: int) -> dict | None:
+    """How well a binary code finds a known relevant window of the source video, ``[start, end)`` in
+    source frames (the needle of the synthetic task): ``sampled`` frames inside the window, ``hit`` (any of
+    them marked relevant, 0/1), ``recall`` (the fraction of them marked relevant), ``precision`` (the
+    fraction of relevant-marked frames inside the window). ``recall``/``hit`` are None when no sampled
+    frame falls inside; ``precision`` is None when nothing is marked. None when there is no code (the
+    baseline). The one grounding rule of ``cos report`` and the ``cos_needle`` task.
+
+    >>> window_grounding([0, 10, 20, 30], [0, 1, 1, 0], 15, 35)
+    {'sampled': 2, 'hit': 1.0, 'recall': 0.5, 'precision': 0.5}
+    """
+    if code is None or not len(frame_indices):
+        return None
+    c = _check_code(code)
+    if len(c) != len(frame_indices):
+        raise ValueError(f"{len(c)} code entries for {len(frame_indices)} sampled frames")
+    inside = [i for i, f in enumerate(frame_indices) if start <= f < end]
+    relevant = [i for i in range(len(c)) if c[i]]
+    precision = sum(1 for i in relevant if start <= frame_indices[i] < end) / len(relevant) if relevant else None
+    if not inside:
+        return {"sampled": 0, "hit": None, "recall": None, "precision": 0.0 if relevant else None}
+    hits = sum(1 for i in inside if c[i])
+    return {"sampled": len(inside), "hit": float(hits > 0), "recall": hits / len(inside), "precision": precision}

@@ -1,9 +1,16 @@
-"""One sample through Chain-of-Shot: sample → shots → score → ground → compose → co-reason.
+"""One sample through Chain-of-Shot: the method's steps on sampled frames.
 
-The pipeline drives any :class:`cos.protocol.VideoLM`. Frames are decoded once and every sampled
-frame goes through the vision tower once; the positive and negative videos gather those features by
-index (plus one black frame when Eq. 7 needs it). With α = 0 (nothing relevant, or the ``uniform``
-scorer) co-reasoning reduces to the plain baseline, and the pipeline runs exactly the baseline.
+:meth:`CoSPipeline.answer` runs, in order, :meth:`~CoSPipeline.ground` (shots → mosaics → scorer →
+binary code, Eq. 4–5), :meth:`~CoSPipeline.compose` (the positive and negative maps and α, Eq. 6–7, 9),
+:meth:`~CoSPipeline.streams` (the embeddings of X, Sp and Sn) and :meth:`~CoSPipeline.decode`
+(co-reasoning, Eq. 8), and assembles the :class:`~cos.trace.CoSTrace` once, at the end.
+
+The pipeline drives any :class:`cos.protocol.VideoLM`. Frames are decoded once and every sampled frame
+goes through the vision tower once; when the model's frame features are independent per frame
+(``facts.independent_frames``) the positive and negative videos gather those features by index (plus one
+black frame when Eq. 7 needs it), otherwise their frames are composed and each stream is encoded. With
+α = 0 (nothing relevant, or the ``uniform`` scorer) co-reasoning reduces to the plain baseline, and the
+pipeline runs exactly the baseline.
 """
 
 from __future__ import annotations
@@ -16,15 +23,16 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from cos.compose import BLACK, gather_features, negative_map, positive_map, resolve_alpha
+from cos.compose import BLACK, ORDER_CHOICES, gather_features, negative_map, positive_map, resolve_alpha
 from cos.decoding import co_reasoning_generate
 from cos.errors import ConfigError
 from cos.grounding import binary_code, summary
-from cos.prefix import plan_prefill, prefill_shared
-from cos.protocol import SupportsPrefill, VideoLM
-from cos.scoring import ShotScorer
-from cos.shots import make_mosaics, shot_groups
-from cos.trace import StageTimer
+from cos.options import choice, number, option, positive_int, validate
+from cos.prefix import MIN_SHARED_SAVING, SHARE_PREFIX_CHOICES, plan_prefill, prefill_shared
+from cos.protocol import SupportsPrefill, VideoInfo, VideoLM
+from cos.scoring import ShotScorer, ShotScores
+from cos.shots import LEFTOVER_CHOICES, make_mosaics, shot_groups
+from cos.trace import CoSTrace, StageTimer
 
 METHODS = ("cos", "uniform")
 
@@ -39,6 +47,8 @@ class GenerationOptions:
     top_p: float | None = None
     num_beams: int = 1
     until: Sequence[str] = ()
+    #: False: generate exactly ``max_new_tokens`` (benchmarks compare equal token counts)
+    stop_at_eos: bool = True
 
     @classmethod
     def from_gen_kwargs(cls, gen_kwargs: dict | None) -> GenerationOptions:
@@ -60,6 +70,8 @@ class GenerationOptions:
 
     def generate_kwargs(self) -> dict:
         kw = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams, "do_sample": self.do_sample}
+        if not self.stop_at_eos:
+            kw["eos_token_id"] = None
         if self.do_sample:
             kw["temperature"] = self.temperature
             if self.top_p is not None:
@@ -78,35 +90,54 @@ class GenerationOptions:
 class CoSConfig:
     """Method options. Defaults are the paper's setting (k = 4, dynamic α, forward-first search)."""
 
-    shot_size: int = 4
-    leftover: str = "pad"
-    alpha: float | str = "auto"
-    negative_order: str = "forward"
-    encode_chunk_size: int = 32
+    shot_size: int = option(4, read=positive_int, help="frames per shot mosaic (k)")
+    leftover: str = option("pad", read=choice(LEFTOVER_CHOICES),
+                           help="frames beyond a multiple of k: a padded last mosaic (pad) or never relevant (drop, the release)")
+    alpha: float | str = option("auto", read=number(0.0, 1.0, special=("auto",)), help="Eq. 9 (auto) or a fixed number in [0, 1]")
+    negative_order: str = option("forward", read=choice(ORDER_CHOICES), help="Eq. 7 search order (the release searched backward first)")
     #: "auto": prefill shared prefixes once (cos.prefix) when that saves at least
-    #: ``share_prefix_min_saving`` of the prefill tokens, else prefill each stream from scratch;
-    #: "always" / "never" force either. Sharing continues caches, which needs explicit attention masks
-    #: (no fused causal kernel), so small savings do not pay on a GPU (see README, "Cost").
-    share_prefix: str = "auto"
-    share_prefix_min_saving: float = 0.25
+    #: ``cos.prefix.MIN_SHARED_SAVING`` of the prefill tokens, else prefill each stream from scratch;
+    #: "always" / "never" force either (see README, "Cost").
+    share_prefix: str = option("auto", read=choice(SHARE_PREFIX_CHOICES), identity=False,
+                               help="prefill X/Sp/Sn prefixes once: auto (when it saves >= 25%% of the tokens), always, never")
 
     def __post_init__(self):
-        if int(self.shot_size) < 1:
-            raise ConfigError(f"shot_size must be >= 1, got {self.shot_size!r}")
-        self.shot_size = int(self.shot_size)
-        if self.leftover not in ("pad", "drop"):
-            raise ConfigError(f"leftover must be one of ['pad', 'drop'], got {self.leftover!r}")
-        if self.share_prefix not in ("auto", "always", "never"):
-            raise ConfigError(f"share_prefix must be one of ['auto', 'always', 'never'], got {self.share_prefix!r}")
-        if self.negative_order not in ("forward", "backward"):
-            raise ConfigError(f"negative_order must be one of ['forward', 'backward'], got {self.negative_order!r}")
-        resolve_alpha(self.alpha, np.zeros(1, dtype=np.int8))  # validates the value early
+        validate(self)
 
 
 @dataclass
 class Answer:
     text: str
-    trace: dict = field(default_factory=dict)
+    trace: CoSTrace = field(default_factory=CoSTrace)
+
+
+@dataclass
+class Grounding:
+    """Step 1–3: the shots, the scorer's verdicts and the binary code over the sampled frames."""
+
+    groups: list[np.ndarray]
+    scores: ShotScores
+    code: np.ndarray
+    cache_hit: bool = False
+
+
+@dataclass
+class Composition:
+    """Step 4: the positive and negative maps (Eq. 6–7) and α (Eq. 9, or fixed)."""
+
+    positive: np.ndarray
+    negative: np.ndarray
+    alpha_eq9: float
+
+    @property
+    def contrast(self) -> bool:
+        """Sp ≠ Sn; when they are equal (nothing relevant) α·(l(Sp) − l(Sn)) = 0 whatever α is."""
+        return not np.array_equal(self.positive, self.negative)
+
+    @property
+    def alpha(self) -> float:
+        """The α decoding uses: Eq. 9's (or the fixed one) when there is a contrast, else 0."""
+        return float(self.alpha_eq9) if self.contrast else 0.0
 
 
 class _StepClock(LogitsProcessor):
@@ -142,7 +173,12 @@ class CoSPipeline:
         self._black_shape: tuple | None = None
         self._sync = torch.cuda.synchronize if torch.cuda.is_available() else None
 
-    # -- pieces -------------------------------------------------------------------------------
+    @property
+    def sync(self):
+        """``torch.cuda.synchronize`` on a GPU (so stage timers measure finished work), else None."""
+        return self._sync
+
+    # -- shared pieces ---------------------------------------------------------------------------
     def encode(self, frames: np.ndarray, timer: StageTimer) -> torch.Tensor:
         with timer("preprocess"):
             pixels = self.model.preprocess(frames)
@@ -159,20 +195,74 @@ class CoSPipeline:
             self._black_shape = frame_shape
         return self._black_features
 
-    def _generate(self, embeds: torch.Tensor, gen: GenerationOptions, timer: StageTimer, alpha: float | None, trace: dict):
+    def _independent_frames(self) -> bool:
+        facts = getattr(self.model, "facts", None)
+        return True if facts is None else bool(facts.independent_frames)
+
+    def _repetition_penalty(self) -> float:
+        facts = getattr(self.model, "facts", None)
+        return float(facts.repetition_penalty) if facts is not None else 1.0
+
+    # -- the method's steps -------------------------------------------------------------------------
+    def ground(self, frames: np.ndarray, question: str, timer: StageTimer, score_cache_key: str | None = None) -> Grounding:
+        """Shots → mosaics → the scorer's yes/no per mosaic → the binary code (Eq. 4–5). With a score
+        cache hit no mosaic is built and the scorer does not run."""
+        if self.scorer is None:
+            raise ConfigError("method 'cos' needs a scorer")
+        cfg, n = self.config, frames.shape[0]
+        cached = self.score_cache is not None and score_cache_key
+        scores = self.score_cache.get(score_cache_key) if cached else None
+        hit = scores is not None
+        if scores is None:  # mosaics are built only when the scorer has to run
+            with timer("mosaics"):
+                mosaics, groups = make_mosaics(frames, cfg.shot_size, cfg.leftover)
+            with timer("score"):
+                scores = self.scorer.score(mosaics, question)
+            if cached:
+                self.score_cache.put(score_cache_key, scores)
+        else:
+            groups = shot_groups(n, cfg.shot_size, cfg.leftover)
+        with timer("compose"):
+            code = binary_code(scores.decisions, groups, n)
+        return Grounding(groups=groups, scores=scores, code=code, cache_hit=hit)
+
+    def compose(self, code: np.ndarray, timer: StageTimer) -> Composition:
+        """The positive map (Eq. 6), the negative map (Eq. 7) and α (Eq. 9, or the configured number)."""
+        with timer("compose"):
+            return Composition(positive=positive_map(code), negative=negative_map(code, order=self.config.negative_order),
+                               alpha_eq9=resolve_alpha(self.config.alpha, code))
+
+    def streams(self, frames: np.ndarray, features: torch.Tensor, prompt_ids: torch.Tensor, comp: Composition,
+                timer: StageTimer) -> tuple[torch.Tensor, str]:
+        """Embeddings ``(3, L, D)`` of X, Sp and Sn, and how Sp/Sn got their frame features: ``gathered``
+        from X's by index, or ``encoded`` from composed frames when the model's frame features are not
+        independent per frame."""
+        if self._independent_frames():
+            with timer("splice"):
+                black = self.black_features(frames.shape[1:]) if (comp.negative == BLACK).any() else None
+                feats = [features, gather_features(features, comp.positive, black), gather_features(features, comp.negative, black)]
+                return torch.cat([self.model.embed_prompt(prompt_ids, f) for f in feats], dim=0), "gathered"
+        padded = np.concatenate([frames, np.zeros_like(frames[:1])])  # index -1 (BLACK) is the black frame
+        feats = [features, self.encode(padded[comp.positive], timer), self.encode(padded[comp.negative], timer)]
+        with timer("splice"):
+            return torch.cat([self.model.embed_prompt(prompt_ids, f) for f in feats], dim=0), "encoded"
+
+    def decode(self, embeds: torch.Tensor, gen: GenerationOptions, timer: StageTimer, alpha: float | None) -> tuple[list[int], int, dict]:
+        """Greedy co-reasoning over ``embeds`` rows (X, Sp, Sn) with ``alpha`` (Eq. 8), or, with
+        ``alpha=None``, the model's own ``generate`` on one stream. Returns (tokens, steps, prefill facts)."""
         clock = _StepClock(self._sync)
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
         start = time.perf_counter()
-        extra = {}
+        extra, facts = {}, {}
         with torch.inference_mode():
             if alpha is not None and isinstance(self.model, SupportsPrefill):
                 # The three streams are prefilled one after another into their own caches (peak memory of
                 # one stream's activations), each shared prefix once when that pays (cos.prefix); the
                 # stacked caches then decode as one batch of 3.
                 plan, cfg = plan_prefill(embeds), self.config
-                share = cfg.share_prefix == "always" or (cfg.share_prefix == "auto" and plan.saved_fraction >= cfg.share_prefix_min_saving)
+                share = cfg.share_prefix == "always" or (cfg.share_prefix == "auto" and plan.saved_fraction >= MIN_SHARED_SAVING)
                 extra["cache"], plan = prefill_shared(self.model.prefill, embeds, plan=plan if share else plan.without_sharing())
-                trace.update(prefill_shared=share, prefill_tokens=plan.computed, prefill_tokens_unshared=plan.unshared,
+                facts = dict(prefill_shared=share, prefill_tokens=plan.computed, prefill_tokens_unshared=plan.unshared,
                              prefill_forks=plan.forks)
             if alpha is None:
                 out = self.model.generate(
@@ -185,15 +275,16 @@ class CoSPipeline:
                     mask,
                     alpha,
                     max_new_tokens=gen.max_new_tokens,
-                    repetition_penalty=float(getattr(self.model, "repetition_penalty", 1.0) or 1.0),
+                    repetition_penalty=self._repetition_penalty(),
                     extra_processors=[clock],
+                    stop_at_eos=gen.stop_at_eos,
                     **extra,
                 )
         end = time.perf_counter()
         first = clock.stamps[0] if clock.stamps else end
         timer.add("prefill", first - start)
         timer.add("decode", end - first)
-        return out[0].tolist(), len(clock.stamps)
+        return out[0].tolist(), len(clock.stamps), facts
 
     # -- entry point --------------------------------------------------------------------------
     def answer(
@@ -206,6 +297,7 @@ class CoSPipeline:
         scorer_question: str | None = None,
         timer: StageTimer | None = None,
         score_cache_key: str | None = None,
+        video: VideoInfo | None = None,
     ) -> Answer:
         """Answer ``question`` about uint8 RGB ``frames (n, H, W, 3)`` (already sampled).
 
@@ -213,7 +305,8 @@ class CoSPipeline:
         the default). ``score_cache_key`` identifies (video, sampled frames, question) for
         ``self.score_cache`` (any object with ``get(key) -> ShotScores | None`` and ``put(key, scores)``;
         the scorer's identity is the cache's business), so re-running with another α or decoding option
-        does not re-score. Returns the answer text and the trace (see :mod:`cos.trace`).
+        does not re-score. ``video`` tells models whose prompt states frame times when the frames were
+        taken. Returns the answer text and the trace (:class:`~cos.trace.CoSTrace`).
         """
         if method not in METHODS:
             raise ConfigError(f"method must be one of {list(METHODS)}, got {method!r}")
@@ -227,65 +320,47 @@ class CoSPipeline:
         n = frames.shape[0]
         features = self.encode(frames, timer)
         with timer("prompt"):
-            prompt_ids = self.model.prompt_ids(question)
-        trace: dict = {"method": method, "question": question, "num_frames": n}
+            prompt_ids = self.model.prompt_ids(question, video) if video is not None else self.model.prompt_ids(question)
 
-        alpha = 0.0
+        grounding = comp = None
         if method == "cos":
-            if self.scorer is None:
-                raise ConfigError("method 'cos' needs a scorer")
-            cfg = self.config
-            cached = self.score_cache is not None and score_cache_key
-            scores = self.score_cache.get(score_cache_key) if cached else None
-            trace["score_cache_hit"] = scores is not None
-            if scores is None:  # mosaics are built only when the scorer has to run
-                with timer("mosaics"):
-                    mosaics, groups = make_mosaics(frames, cfg.shot_size, cfg.leftover)
-                with timer("score"):
-                    scores = self.scorer.score(mosaics, scorer_question if scorer_question is not None else question)
-                if cached:
-                    self.score_cache.put(score_cache_key, scores)
-            else:
-                groups = shot_groups(n, cfg.shot_size, cfg.leftover)
-            with timer("compose"):
-                code = binary_code(scores.decisions, groups, n)
-                pos = positive_map(code)
-                neg = negative_map(code, order=cfg.negative_order)
-                alpha = resolve_alpha(cfg.alpha, code)
-                # No relevant frame: Sp = Sn = X (Eq. 6/7), so α·(l(Sp) − l(Sn)) = 0 whatever α is.
-                contrast = not np.array_equal(pos, neg)
-            trace.update(
-                scorer=self.scorer.name,
-                shot_size=cfg.shot_size,
-                shot_groups=[g.tolist() for g in groups],
-                shot_scores=[float(s) for s in scores.scores],
-                shot_decisions=[int(d) for d in scores.decisions],
-                shot_responses=list(scores.responses),
-                binary_code=[int(c) for c in code],
-                positive_map=[int(i) for i in pos],
-                negative_map=[int(i) for i in neg],
-                alpha=float(alpha) if contrast else 0.0,
-                alpha_eq9=float(alpha),
-                summary=summary(code),
-            )
-            alpha = alpha if contrast else 0.0
-        else:
-            trace.update(scorer=None, alpha=0.0, binary_code=None, positive_map=None, negative_map=None)
+            grounding = self.ground(frames, scorer_question if scorer_question is not None else question, timer, score_cache_key)
+            comp = self.compose(grounding.code, timer)
 
-        if alpha == 0.0:
+        how = None
+        if comp is None or comp.alpha == 0.0:
             # l(X) + 0·(...) == l(X): run the baseline itself (exactly equal, and one stream cheaper).
             with timer("splice"):
                 embeds = self.model.embed_prompt(prompt_ids, features)
-            tokens, steps = self._generate(embeds, gen, timer, alpha=None, trace=trace)
-            trace["streams"] = 1
+            tokens, steps, prefill = self.decode(embeds, gen, timer, alpha=None)
+            streams = 1
         else:
-            with timer("splice"):
-                black = self.black_features(frames.shape[1:]) if (neg == BLACK).any() else None
-                streams = [features, gather_features(features, pos, black), gather_features(features, neg, black)]
-                embeds = torch.cat([self.model.embed_prompt(prompt_ids, f) for f in streams], dim=0)
-            tokens, steps = self._generate(embeds, gen, timer, alpha=alpha, trace=trace)
-            trace["streams"] = 3
+            embeds, how = self.streams(frames, features, prompt_ids, comp, timer)
+            tokens, steps, prefill = self.decode(embeds, gen, timer, alpha=comp.alpha)
+            streams = 3
         text = gen.cut(self.model.decode(tokens))
-        trace.update(answer=text, answer_tokens=tokens, decode_steps=steps, sequence_length=int(embeds.shape[1]))
-        trace["timings"] = dict(timer.timings)
-        return Answer(text=text, trace=trace)
+        return Answer(text=text, trace=self._trace(method, question, n, grounding, comp, how, streams, prefill, text, tokens, steps,
+                                                   int(embeds.shape[1]), timer))
+
+    def _trace(self, method, question, n, grounding: Grounding | None, comp: Composition | None, how, streams, prefill, text, tokens,
+               steps, length, timer) -> CoSTrace:
+        trace = CoSTrace(method=method, question=question, num_frames=n, streams=streams, answer=text, answer_tokens=tokens,
+                         decode_steps=steps, sequence_length=length, stream_features=how, **prefill)
+        if grounding is not None:
+            trace.update(
+                scorer=self.scorer.name,
+                shot_size=self.config.shot_size,
+                shot_groups=[g.tolist() for g in grounding.groups],
+                shot_scores=[float(s) for s in grounding.scores.scores],
+                shot_decisions=[int(d) for d in grounding.scores.decisions],
+                shot_responses=list(grounding.scores.responses),
+                score_cache_hit=grounding.cache_hit,
+                binary_code=[int(c) for c in grounding.code],
+                positive_map=[int(i) for i in comp.positive],
+                negative_map=[int(i) for i in comp.negative],
+                alpha=comp.alpha,
+                alpha_eq9=float(comp.alpha_eq9),
+                summary=summary(grounding.code),
+            )
+        trace.timings = dict(timer.timings)
+        return trace

@@ -20,6 +20,13 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+#: prefill strategies (``CoSConfig.share_prefix``): share when it saves at least
+#: :data:`MIN_SHARED_SAVING` of the prefill tokens, always, or never
+SHARE_PREFIX_CHOICES = ("auto", "always", "never")
+#: "auto" shares prefixes only when that saves at least this fraction of the prefill tokens: continuing a
+#: cache needs an explicit attention mask (no fused causal kernel), so small savings do not pay on a GPU
+MIN_SHARED_SAVING = 0.25
+
 
 @dataclass
 class PrefillStats:

@@ -1,21 +1,86 @@
 """The small protocol through which the method sees a video language model.
 
 ``cos`` never imports a concrete model. Anything with these methods can be driven by the Chain-of-Shot
-pipeline (LongVA implements it in ``cos_lmms_eval.backend``).
+pipeline; the runtime's backends (``cos_runtime.backends``) implement it for each base model.
+
+What the pipeline needs from a model, and nothing else:
+
+* :class:`ModelFacts` (``model.facts``): the context budget, visual tokens for ``n`` frames, the
+  checkpoint's repetition penalty, and whether a frame's features depend on that frame alone. When they
+  do (LongVA, LLaVA-Video: a vision tower per frame, any per-frame separators included in the frame's
+  block), the positive and negative videos gather X's frame features by index, so every frame is encoded
+  once. When they do not (Video-XL compresses the visual tokens window by window), the pipeline composes
+  the frames of Sp and Sn and encodes each stream, and says so in the trace.
+* :class:`VideoInfo`: when the frames were taken, for models whose prompt states frame times
+  (LLaVA-Video's time instruction). ``prompt_ids`` receives it; models that ignore time ignore it.
+* Optional capabilities, checked with ``isinstance``: :class:`SupportsPrefill` (a cached forward that
+  continues a cache: shared-prefix prefill of the three streams). A model without it is decoded by
+  ``generate`` from the three streams' embeddings (exact, slower).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the runtime must know about a loaded model.
+
+    Args:
+        name: the backend's registry name.
+        context_budget: the most prompt tokens the model accepts before it truncates (None: no limit).
+        tokens_per_frame: visual tokens one frame becomes (per-frame separators included).
+        repetition_penalty: the checkpoint's default; co-reasoning applies it to the fused scores.
+        independent_frames: a frame's features depend on that frame only (gather by index is exact).
+        eos_token_ids: the ids that end an answer (the checkpoint's generation config).
+        visual_tokens_fn: visual tokens for ``n`` frames when that is not ``n * tokens_per_frame``.
+    """
+
+    name: str
+    context_budget: int | None
+    tokens_per_frame: int
+    repetition_penalty: float = 1.0
+    independent_frames: bool = True
+    eos_token_ids: tuple[int, ...] = ()
+    visual_tokens_fn: Callable[[int], int] | None = field(default=None, compare=False)
+
+    def visual_tokens(self, num_frames: int) -> int:
+        """Visual tokens that ``num_frames`` frames occupy in the prompt."""
+        if self.visual_tokens_fn is not None:
+            return int(self.visual_tokens_fn(num_frames))
+        return int(num_frames) * int(self.tokens_per_frame)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Where the sampled frames come from: source indices, frame rate (0 when unknown), duration in seconds."""
+
+    frame_indices: tuple[int, ...]
+    fps: float = 0.0
+    duration: float = 0.0
+    total_frames: int = 0
+
+    @property
+    def frame_times(self) -> tuple[float, ...] | None:
+        """Seconds of each sampled frame (None when the frame rate is unknown)."""
+        if not self.fps:
+            return None
+        return tuple(i / self.fps for i in self.frame_indices)
+
+
 @runtime_checkable
 class VideoLM(Protocol):
     """A video LM split so that frames are encoded once and gathered by index afterwards."""
+
+    @property
+    def facts(self) -> ModelFacts:
+        """Model facts the runtime needs (see :class:`ModelFacts`)."""
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 RGB frames ``(N, H, W, 3)`` -> pixel values ``(N, C, S, S)`` on the model's device/dtype."""
@@ -23,7 +88,7 @@ class VideoLM(Protocol):
     def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Pixel values ``(N, C, S, S)`` -> frame features ``(N, T, D)`` (T tokens per frame)."""
 
-    def prompt_ids(self, question: str) -> torch.Tensor:
+    def prompt_ids(self, question: str, video: VideoInfo | None = None) -> torch.Tensor:
         """The full chat prompt for ``question`` as ids ``(1, L)`` holding one video placeholder."""
 
     def embed_prompt(self, prompt_ids: torch.Tensor, frame_features: torch.Tensor) -> torch.Tensor:

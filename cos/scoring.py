@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from cos.errors import ConfigError
+from cos.options import as_bool, choice, number, option, positive_int, validate
 
 SCORER_NAMES = ("llava", "self", "uniform")
 MODES = ("generate", "logits")
@@ -165,15 +166,9 @@ def _resolve_device(device) -> torch.device:
 
 
 def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
-    if dtype is None:
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float32": torch.float32, "fp32": torch.float32}
-    if dtype not in names:
-        raise ConfigError(f"dtype must be one of {sorted(names)}, got {dtype!r}")
-    return names[dtype]
+    from cos.device import resolve_dtype
+
+    return resolve_dtype(dtype, device, gpu_default=torch.float16)  # LLaVA-1.5 was released in float16
 
 
 # ------------------------------------------------------------------------------------------------ LLaVA
@@ -384,6 +379,33 @@ def get_scorer(name: str, **kwargs) -> ShotScorer:
         scorer = cls(**kwargs)
         _CACHE[key] = scorer
     return scorer
+
+
+@dataclass
+class ScorerConfig:
+    """Which scorer answers "is anything the question asks about in this mosaic?" and how (options of
+    the CoS models; names as in ``model_args``)."""
+
+    scorer: str = option("llava", read=choice(SCORER_NAMES),
+                         help="llava (the paper), self (the base model scores its own shots), uniform (nothing relevant: the baseline)")
+    scorer_pretrained: str = option(DEFAULT_LLAVA, flags=("--scorer-model",), help="LLaVA-1.5 checkpoint of the llava scorer")
+    scorer_load_in_4bit: bool = option(False, read=as_bool, flags=("--scorer-4bit",), help="load the llava scorer in 4 bit (GPU + bitsandbytes)")
+    scorer_batch_size: int = option(16, read=positive_int, identity=False, help="mosaics per scorer forward")
+    score_mode: str = option("generate", read=choice(MODES), help="generate (release: 'yes' in 5 greedy tokens) or logits (P(yes) >= threshold)")
+    score_threshold: float = option(0.5, read=number(0.0, 1.0), flags=("--threshold",), help="P(yes) threshold in logits mode")
+
+    def __post_init__(self):
+        validate(self)
+
+    def build(self, model=None, device=None) -> ShotScorer:
+        """The scorer (cached per process, see :func:`get_scorer`); ``model`` is the base model for ``self``."""
+        if self.scorer == "uniform":
+            return get_scorer("uniform")
+        if self.scorer == "self":
+            return get_scorer("self", model=model, mode=self.score_mode, threshold=self.score_threshold)
+        return get_scorer("llava", pretrained=self.scorer_pretrained, mode=self.score_mode, threshold=self.score_threshold,
+                          batch_size=self.scorer_batch_size, load_in_4bit=self.scorer_load_in_4bit,
+                          device=None if device is None else str(device))
 
 
 def clear_scorer_cache() -> None:

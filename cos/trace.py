@@ -1,25 +1,109 @@
-"""Per-sample trace: what CoS did to one video, as one JSON-serialisable record.
+"""Per-sample trace: what CoS did to one video, as one typed, JSON-serialisable record.
 
-Keys (stable, documented in the README): ``frame_indices`` (source frame per sampled frame),
-``shot_groups``, ``shot_scores`` (per shot, in [0, 1]), ``shot_decisions`` (per shot, 0/1),
-``shot_responses``, ``binary_code`` (per sampled frame, 0/1), ``positive_map`` / ``negative_map`` (per
-sampled frame: index into the sampled frames it is replaced by, -1 = black frame), ``alpha``,
-``scorer``, ``method``, ``question``, ``answer``, ``video``, ``timings`` (seconds per stage), ``summary``
-and ``error`` (null, or the cause when the sample failed).
+:class:`CoSTrace` lists every key once, with its meaning; it is written by the pipeline (the method's
+steps), the engine (the video) and the harness (task, split, doc id), and read by ``cos show``,
+``cos report`` and the needle task's grounding. ``TRACE_SCHEMA`` is stored in every file
+(``"schema"``); files written before it existed (schema 0) are read too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: version of the trace layout written by :meth:`CoSTrace.to_json`
+TRACE_SCHEMA = 1
+
+
+@dataclass
+class CoSTrace:
+    """One sample, as CoS (or the baseline) handled it. Indices are into the sampled frames unless noted."""
+
+    # -- what was asked, of which model
+    method: str = "uniform"  #: "cos" or "uniform" (the baseline)
+    question: str = ""  #: the prompt the model answered (the task's whole ``doc_to_text``)
+    backend: str | None = None  #: registry name of the base model ("longva")
+    # -- the video (engine)
+    video: str | None = None  #: path of the video file or frame folder; None for a list of images
+    decoder: str | None = None  #: what produced the frames: "decord", "pyav", "frames" (a folder), "images"
+    frame_indices: list[int] = field(default_factory=list)  #: source frame of each sampled frame
+    total_frames: int | None = None  #: decodable frames in the video
+    fps: float | None = None  #: frame rate (0.0 when unknown)
+    duration: float | None = None  #: seconds
+    num_frames: int = 0  #: frames sampled (n)
+    # -- grounding (CoS only; None for the baseline)
+    scorer: str | None = None  #: scorer name ("llava", "self", "uniform", ...)
+    shot_size: int | None = None  #: frames per mosaic (k)
+    shot_groups: list[list[int]] | None = None  #: the sampled frames in each mosaic
+    shot_scores: list[float] | None = None  #: per mosaic, in [0, 1]
+    shot_decisions: list[int] | None = None  #: per mosaic, 0/1 (the scorer's yes/no)
+    shot_responses: list[str] | None = None  #: per mosaic, the scorer's text (generate mode)
+    score_cache_hit: bool | None = None  #: the shot scores came from the score cache
+    binary_code: list[int] | None = None  #: per sampled frame, 0/1: the pseudo temporal grounding (Eq. 4–5)
+    summary: dict | None = None  #: runs and fraction of relevant frames (:func:`cos.grounding.summary`)
+    # -- composition (Eq. 6–7, 9)
+    positive_map: list[int] | None = None  #: per frame, the frame Sp shows there
+    negative_map: list[int] | None = None  #: per frame, the frame Sn shows there (-1: a black frame)
+    alpha: float = 0.0  #: α used in Eq. 8 (0 when Sp = Sn, i.e. nothing is relevant: the baseline is run)
+    alpha_eq9: float | None = None  #: α as Eq. 9 (or the configured number) gives it
+    stream_features: str | None = None  #: "gathered" (Sp/Sn reuse X's frame features) or "encoded" (each stream encoded)
+    # -- decoding
+    streams: int = 1  #: 1 (baseline decoding) or 3 (co-reasoning over X, Sp, Sn)
+    prefill_shared: bool | None = None  #: the three streams' shared prefixes were prefilled once
+    prefill_tokens: int | None = None  #: prompt tokens run through the model for the three streams
+    prefill_tokens_unshared: int | None = None  #: ... and without sharing, 3 (L - 1)
+    prefill_forks: list | None = None  #: per stream, tokens reused from the stream it forked from
+    answer: str = ""  #: the answer text (cut at the task's stop strings)
+    answer_tokens: list[int] = field(default_factory=list)  #: generated token ids
+    decode_steps: int = 0  #: decoding steps run
+    sequence_length: int = 0  #: prompt length in tokens, video included
+    timings: dict[str, float] = field(default_factory=dict)  #: seconds per stage, and "total"
+    # -- the harness
+    task: str | None = None  #: lmms-eval task
+    split: str | None = None  #: its split
+    doc_id: int | None = None  #: the document's id in that split
+    error: str | None = None  #: null, or the cause when the sample failed
+    schema: int = TRACE_SCHEMA  #: layout version of this record
+
+    def to_json(self) -> dict:
+        """Plain JSON types (numpy and torch values converted)."""
+        return to_jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, data: dict) -> CoSTrace:
+        """Read a trace file's dict (any schema up to :data:`TRACE_SCHEMA`; unknown keys are ignored)."""
+        schema = int(data.get("schema", 0))
+        if schema > TRACE_SCHEMA:
+            raise ValueError(f"trace schema {schema} is newer than this code's {TRACE_SCHEMA}: update cos")
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["schema"] = schema
+        return cls(**values)
+
+    def update(self, **values) -> CoSTrace:
+        """Set fields by name (an unknown name is an error, never a silently new key)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise AttributeError(f"CoSTrace has no field(s) {unknown}")
+        for key, value in values.items():
+            setattr(self, key, value)
+        return self
+
+    @property
+    def total_time(self) -> float | None:
+        total = self.timings.get("total")
+        return float(total) if total is not None else (sum(self.timings.values()) if self.timings else None)
 
 
 def trace_key(video: str, question: str) -> str:
@@ -49,18 +133,20 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def write_trace(trace: dict, path: str | os.PathLike) -> Path:
+def write_trace(trace: CoSTrace | dict, path: str | os.PathLike) -> Path:
     """Write ``trace`` as JSON (atomically: a killed run never leaves half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(to_jsonable(trace), indent=1))
+    data = trace.to_json() if isinstance(trace, CoSTrace) else to_jsonable(trace)
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
     os.replace(tmp, path)
     return path
 
 
-def read_trace(path: str | os.PathLike) -> dict:
-    return json.loads(Path(path).read_text())
+def read_trace(path: str | os.PathLike) -> CoSTrace:
+    """A trace file as :class:`CoSTrace`."""
+    return CoSTrace.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 class StageTimer:

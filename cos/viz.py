@@ -37,6 +37,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from cos.errors import ConfigError, CosError
+from cos.trace import CoSTrace
+from cos.video import BACKENDS
 
 __all__ = ["render_strip", "strip_size", "tile_height", "add_parser"]
 
@@ -110,19 +112,30 @@ def strip_size(n: int, *, has_code: bool, thumb: int = 96, tile_h: int | None = 
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def _check_trace(trace: dict) -> tuple[int, bool]:
-    idx = trace.get("frame_indices")
+def _as_trace(trace: CoSTrace | dict) -> CoSTrace:
+    if isinstance(trace, CoSTrace):
+        return trace
+    if not isinstance(trace, dict):
+        raise ConfigError(f"not a trace: {type(trace).__name__}")
+    try:
+        return CoSTrace.from_json(trace)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"not a trace: {err}") from None
+
+
+def _check_trace(trace: CoSTrace) -> tuple[int, bool]:
+    idx = trace.frame_indices
     if not isinstance(idx, list) or not idx:
         raise ConfigError("the trace has no frame_indices (a failed sample, or not a CoS trace?)")
     n = len(idx)
-    has_code = trace.get("binary_code") is not None
+    has_code = trace.binary_code is not None
     if has_code:
         for key in ("binary_code", "positive_map", "negative_map"):
-            value = trace.get(key)
+            value = getattr(trace, key)
             if not isinstance(value, list) or len(value) != n:
                 raise ConfigError(f"trace {key} must be a list of {n} entries (one per sampled frame), got {value!r:.80}")
         for key in ("positive_map", "negative_map"):
-            bad = [v for v in trace[key] if not isinstance(v, int) or not -1 <= v < n]
+            bad = [v for v in getattr(trace, key) if not isinstance(v, int) or not -1 <= v < n]
             if bad:
                 raise ConfigError(f"trace {key} has entries outside [-1, {n}): {bad[:5]}")
     return n, has_code
@@ -221,7 +234,7 @@ def _legend(draw: ImageDraw.ImageDraw, x: int, y: int, has_code: bool, truth: bo
         x += 15 + int(draw.textlength(label, font=font)) + 14
 
 
-def render_strip(trace: dict, frames: np.ndarray | None, out_path, thumb: int = 96, *, per_row: int = PER_ROW,
+def render_strip(trace: CoSTrace | dict, frames: np.ndarray | None, out_path, thumb: int = 96, *, per_row: int = PER_ROW,
                  note: str | None = None, truth: tuple[int, int] | None = None) -> Path:
     """Draw the strip of ``trace`` into the PNG ``out_path`` and return its path.
 
@@ -230,6 +243,7 @@ def render_strip(trace: dict, frames: np.ndarray | None, out_path, thumb: int = 
     ``truth``: source-frame span ``[start, end)`` where the answer is (the needle); the X tags of the
     sampled frames inside it are drawn blue.
     """
+    trace = _as_trace(trace)
     n, has_code = _check_trace(trace)
     if thumb < 16 or per_row < 1:
         raise ConfigError(f"thumb must be >= 16 and per_row >= 1, got thumb={thumb}, per_row={per_row}")
@@ -241,28 +255,28 @@ def render_strip(trace: dict, frames: np.ndarray | None, out_path, thumb: int = 
     width, height = strip_size(n, has_code=has_code, thumb=thumb, tile_h=tile_h, per_row=per_row)
     img = Image.new("RGB", (width, height), BG)
     draw = ImageDraw.Draw(img)
-    tiles = _Tiles(frames, trace["frame_indices"], thumb, tile_h)
+    tiles = _Tiles(frames, trace.frame_indices, thumb, tile_h)
     text_w = width - 2 * MARGIN
 
     # -- header ------------------------------------------------------------------------------
-    code = trace.get("binary_code") or []
-    method = str(trace.get("method") or ("cos" if has_code else "uniform"))
+    code = trace.binary_code or []
+    method = str(trace.method or ("cos" if has_code else "uniform"))
     title = ["CoS" if method == "cos" else f"{method} (baseline)" if method == "uniform" else method]
     if has_code:
         relevant = sum(1 for c in code if c)
-        alpha = trace.get("alpha")
+        alpha = trace.alpha
         title += [f"α = {alpha:.3f}" if isinstance(alpha, (int, float)) else "α = n/a",
-                  f"relevant {relevant}/{n} ({100 * relevant / n:.1f}%)", f"scorer: {trace.get('scorer')}"]
+                  f"relevant {relevant}/{n} ({100 * relevant / n:.1f}%)", f"scorer: {trace.scorer}"]
     title.append(f"{n} frames")
-    total = (trace.get("timings") or {}).get("total")
+    total = (trace.timings or {}).get("total")
     if isinstance(total, (int, float)):
         title.append(f"{total:.2f} s")
     source = []
-    if trace.get("task") is not None:
-        source.append(f"task {trace['task']}" + (f"/{trace['split']}" if trace.get("split") else "") + f" · doc {trace.get('doc_id')}")
-    source.append(f"video: {trace.get('video') or '(images)'}")
-    if trace.get("total_frames"):
-        source.append(f"{trace['total_frames']} source frames")
+    if trace.task is not None:
+        source.append(f"task {trace.task}" + (f"/{trace.split}" if trace.split else "") + f" · doc {trace.doc_id}")
+    source.append(f"video: {trace.video or '(images)'}")
+    if trace.total_frames:
+        source.append(f"{trace.total_frames} source frames")
     if frames is None:
         source.append("no video given: placeholder tiles")
     y = MARGIN
@@ -272,13 +286,13 @@ def render_strip(trace: dict, frames: np.ndarray | None, out_path, thumb: int = 
     y += LINE_H
     qfont = _font(12)
     # the prompt's own line breaks become " ⏎ " so that its options fit into the few header lines
-    question = " ⏎ ".join(part.strip() for part in str(trace.get("question") or "").splitlines() if part.strip())
+    question = " ⏎ ".join(part.strip() for part in str(trace.question or "").splitlines() if part.strip())
     qlines = _wrap(draw, "Q: " + question, qfont, text_w, QUESTION_LINES)
     for line in qlines:
         draw.text((MARGIN, y), line, fill=TEXT, font=qfont)
         y += LINE_H
     y += (QUESTION_LINES - len(qlines)) * LINE_H
-    answer = str(trace.get("answer") if trace.get("answer") is not None else "")
+    answer = str(trace.answer if trace.answer is not None else "")
     draw.text((MARGIN, y), _fit(draw, "A: " + " ".join(answer.split()), _font(12, True), text_w), fill=TEXT, font=_font(12, True))
     y += LINE_H
     if note:
@@ -287,15 +301,15 @@ def render_strip(trace: dict, frames: np.ndarray | None, out_path, thumb: int = 
 
     # -- per-frame facts -----------------------------------------------------------------------
     shot_of: dict[int, int] = {}
-    for s, group in enumerate(trace.get("shot_groups") or []):
+    for s, group in enumerate(trace.shot_groups or []):
         for i in group:
             shot_of[int(i)] = s
-    scores = trace.get("shot_scores") or []
+    scores = trace.shot_scores or []
 
     def border_colour(i: int):
         if not has_code or i < 0:
             return None
-        if i not in shot_of and trace.get("shot_groups") is not None:
+        if i not in shot_of and trace.shot_groups is not None:
             return UNSCORED
         return RELEVANT if code[i] else IRRELEVANT
 
@@ -345,9 +359,9 @@ def render_strip(trace: dict, frames: np.ndarray | None, out_path, thumb: int = 
                 label = label if draw.textlength(label, font=_font(9)) <= thumb - 4 else _fmt_score(score)
                 draw.text((x + thumb / 2, bar_top + BAR_H / 2 - 1), label, fill=TEXT, font=_font(9), anchor="mm")
                 tag_top = bar_top + BAR_H
-            src = trace["frame_indices"][i]
+            src = trace.frame_indices[i]
             put_tag(x, tag_top, f"#{i}", f"f{src}", bg=TRUTH if truth and truth[0] <= src < truth[1] else None)
-            for (_name, top), mapping in zip(rows[1:], (trace.get("positive_map"), trace.get("negative_map"))):
+            for (_name, top), mapping in zip(rows[1:], (trace.positive_map, trace.negative_map)):
                 j = int(mapping[i])
                 put_tile(j, x, top)
                 if j == i:
@@ -365,7 +379,7 @@ def render_strip(trace: dict, frames: np.ndarray | None, out_path, thumb: int = 
 
 
 # -- command line --------------------------------------------------------------------------------
-def load_trace(path) -> dict:
+def load_trace(path) -> CoSTrace:
     path = Path(path)
     try:
         trace = json.loads(path.read_text(encoding="utf-8"))
@@ -375,16 +389,20 @@ def load_trace(path) -> dict:
         raise CosError(f"cannot read trace {str(path)!r}: {err}") from None
     if not isinstance(trace, dict):
         raise CosError(f"{str(path)!r} is not a trace (expected a JSON object)")
-    return trace
+    try:
+        return _as_trace(trace)
+    except ConfigError as err:
+        raise CosError(f"{str(path)!r} is not a trace: {err}") from None
 
 
-def frames_for_trace(trace: dict, video, backend: str | None = None) -> tuple[np.ndarray, str | None]:
+def frames_for_trace(trace: CoSTrace | dict, video, backend: str | None = None) -> tuple[np.ndarray, str | None]:
     """Re-sample the trace's frames from ``video``: (frames, None) when the source indices match the
     trace's ``frame_indices``, else (frames, a sentence saying where they differ)."""
     from cos.video import sample_frames
 
-    wanted = [int(i) for i in trace["frame_indices"]]
-    backend = backend or trace.get("decoder") or "auto"
+    trace = _as_trace(trace)
+    wanted = [int(i) for i in trace.frame_indices]
+    backend = backend or (trace.decoder if trace.decoder in BACKENDS else None) or "auto"  # "frames"/"images": not a decoder
     try:
         sampled = sample_frames(video, len(wanted), backend=backend)
     except CosError:
@@ -398,7 +416,7 @@ def frames_for_trace(trace: dict, video, backend: str | None = None) -> tuple[np
     first = diff[0] if diff else min(len(wanted), len(got))
     note = (f"frames do NOT match the trace: {len(diff)} of {len(wanted)} source indices differ (first at #{first}: trace "
             f"f{wanted[first] if first < len(wanted) else '-'}, video f{got[first] if first < len(got) else '-'}); the video has "
-            f"{sampled.total_frames} frames" + (f", the trace says {trace['total_frames']}" if trace.get("total_frames") else ""))
+            f"{sampled.total_frames} frames" + (f", the trace says {trace.total_frames}" if trace.total_frames else ""))
     return sampled.frames, note
 
 
@@ -407,14 +425,14 @@ def show_command(args) -> int:
     _check_trace(trace)
     frames, note = None, None
     video = args.video
-    if video is None and trace.get("video") and Path(trace["video"]).is_file():
-        video = trace["video"]  # the trace names its video; use it when it is still there
+    if video is None and trace.video and Path(trace.video).is_file():
+        video = trace.video  # the trace names its video; use it when it is still there
     if video:
         frames, note = frames_for_trace(trace, video, args.backend)
         if note:
             print(f"cos show: warning: {note}", file=sys.stderr)
         else:
-            print(f"frames re-sampled from {video} match the trace's {len(trace['frame_indices'])} frame indices")
+            print(f"frames re-sampled from {video} match the trace's {len(trace.frame_indices)} frame indices")
     out = args.out or Path(args.trace).with_suffix(".png")
     truth = None
     if args.truth:

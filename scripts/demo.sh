@@ -16,7 +16,7 @@ export HF_HOME="$REPO/$DEMO/hf" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORM
 
 rm -rf "$DEMO/logs"
 OUTPUT_PATH="$DEMO/logs" bash scripts/eval_task.sh cos_needle configs/demo_tiny.yaml 1 --timezone UTC
-python scripts/summarize.py "$DEMO/logs"
+cos report "$DEMO/logs" --text
 
 # What CoS did: one shot strip and the run report.
 trace=$(ls "$DEMO"/logs/traces/cos_longva/cos_needle/*.json | head -n 1)

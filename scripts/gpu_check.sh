@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared device check (GPU machine, no network): the CUDA path on the `small` checkpoint.
-# Prepare here:   python -c "import argparse; from cos_lmms_eval.bench import _prepare; _prepare(argparse.Namespace(workdir='.cache/bench-gpu', smoke=False, frames=[32,128]))"
+# Prepare here:   python -c "import argparse; from cos_runtime.bench import _prepare; _prepare(argparse.Namespace(workdir='.cache/bench-gpu', smoke=False, frames=[32,128], backend='longva'))"
 #                 wheels for the device's Python in .whl/ (transformers 5.x, tokenizers, regex, typer, shellingham, decord)
 # Run there with carry [.whl, .cache/bench-gpu]:  bash scripts/gpu_check.sh
 # Prints uniform vs CoS vs release-style wall time per stage, peak GPU memory, bf16 vs fp16, shared vs batched
@@ -13,11 +13,11 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit 1
   export PYTHONPATH="$SITE:${PYTHONPATH:-}"
 fi
-export PYTHONPATH="$PWD:$PWD/lmms-eval:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH="$PWD:$PWD/runtime:$PWD/lmms-eval:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.version.cuda)"
 W=.cache/bench-gpu
-bench() { python3 -m cos bench --workdir "$W" --device cuda "$@" 2>&1 | grep -vE "Loading weights|Warning|warn\(" ; }
+bench() { python3 -m cos_runtime bench --workdir "$W" --device cuda "$@" 2>&1 | grep -vE "Loading weights|Warning|warn\(" ; }
 bench --frames 32,128 --repeats 3 --release-repeats 3 --dtype bfloat16 --out "$OUT/bench_bf16.json" --plot "$OUT/bench_bf16.png"
 bench --frames 128 --repeats 3 --release-repeats 0 --dtype bfloat16 --share-prefix always --out "$OUT/bench_bf16_shared.json"
 bench --frames 128 --repeats 3 --release-repeats 0 --dtype float16 --out "$OUT/bench_fp16.json"

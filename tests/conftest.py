@@ -21,7 +21,6 @@ os.environ.update(
     TRANSFORMERS_OFFLINE="1",
     TOKENIZERS_PARALLELISM="false",
 )
-os.environ.pop("COS_TRACE_DIR", None)
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +33,8 @@ def tiny_longva_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_llava_dir(tmp_path_factory) -> Path:
-    """A random LLaVA scorer checkpoint (``cos.tiny_llava``, seed 0), built once."""
-    from cos.tiny_llava import build_tiny_llava
+    """A random LLaVA scorer checkpoint (``cos_runtime.tiny_llava``, seed 0), built once."""
+    from cos_runtime.tiny_llava import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava"), seed=0)
 
@@ -53,9 +52,9 @@ def needle_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def backend(tiny_longva_dir):
     """The tiny LongVA checkpoint loaded as a ``cos.protocol.VideoLM`` (CPU, fp32)."""
-    from cos_lmms_eval.backend import load_longva
+    from cos_runtime.backends.longva import load_path
 
-    return load_longva(str(tiny_longva_dir), device="cpu")
+    return load_path(str(tiny_longva_dir), device="cpu")
 
 
 @pytest.fixture(scope="session")

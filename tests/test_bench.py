@@ -9,7 +9,7 @@ import sys
 
 def test_bench_smoke_writes_parseable_report(tmp_path):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "cos", "bench", "--smoke", "--repeats", "1", "--workdir", str(tmp_path / "work"),
+    cmd = [sys.executable, "-m", "cos_runtime", "bench", "--smoke", "--repeats", "1", "--workdir", str(tmp_path / "work"),
            "--out", str(out), "--plot", str(tmp_path / "bench.png")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

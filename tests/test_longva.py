@@ -561,7 +561,7 @@ def test_a_wrong_checkpoint_still_reports_its_problem(tiny_longva_dir, tmp_path)
 
 
 def test_builder_is_deterministic_and_cli_works(tiny_longva_dir, tmp_path):
-    from cos.cli import main
+    from cos_runtime.cli import main
 
     assert main(["make-tiny-longva", str(tmp_path / "again"), "--seed", "0"]) == 0
     names = sorted(p.name for p in tiny_longva_dir.iterdir())

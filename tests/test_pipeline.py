@@ -84,7 +84,7 @@ def test_positive_and_negative_videos_condition_the_output(backend, frames):
     steps = 8
     result = CoSPipeline(backend, _AlternatingScorer(), CoSConfig(shot_size=2)).answer(
         frames, QUESTION, gen=GenerationOptions(max_new_tokens=steps))
-    t = result.trace
+    t = result.trace.to_json()  # the record as written to disk
     assert t["streams"] == 3 and t["alpha"] == 0.5 and len(t["answer_tokens"]) == steps
     with torch.inference_mode():
         x, sp, sn = _streams(backend, frames, np.array(t["binary_code"], dtype=np.int8))
@@ -112,11 +112,11 @@ def test_uniform_scorer_gives_exactly_the_baseline_answer(backend, frames):
     gen = GenerationOptions(max_new_tokens=8)
     cos = pipe.answer(frames, QUESTION, method="cos", gen=gen)
     base = pipe.answer(frames, QUESTION, method="uniform", gen=gen)
-    assert cos.trace["alpha"] == 0.0 and cos.trace["binary_code"] == [0] * N
-    assert cos.trace["answer_tokens"] == base.trace["answer_tokens"] and cos.text == base.text
+    assert cos.trace.alpha == 0.0 and cos.trace.binary_code == [0] * N
+    assert cos.trace.answer_tokens == base.trace.answer_tokens and cos.text == base.text
     # both equal an independent greedy decoding of X (not only each other: α = 0 runs the baseline's code)
     want = _naive_greedy(backend, _streams(backend, frames, np.zeros(N, dtype=np.int8))[0], gen.max_new_tokens)
-    assert cos.trace["answer_tokens"] == want and cos.text == gen.cut(backend.decode(want))
+    assert cos.trace.answer_tokens == want and cos.text == gen.cut(backend.decode(want))
 
 
 class _AlternatingScorer(UniformScorer):
@@ -137,7 +137,7 @@ def test_frames_are_encoded_once_and_streams_gather_by_index(backend, frames, mo
     monkeypatch.setattr(backend, "encode_frames", lambda px: encoded.append(px.shape[0]) or real(px))
     pipe = CoSPipeline(backend, _AlternatingScorer(), CoSConfig(shot_size=2))
     result = pipe.answer(frames, QUESTION, gen=GenerationOptions(max_new_tokens=4))
-    t = result.trace
+    t = result.trace.to_json()  # the record as written to disk
     assert t["binary_code"] == [1, 1, 0, 0, 1, 1, 0, 0]
     assert t["positive_map"] == [0, 1, 4, 4, 4, 5, 5, 5] and t["negative_map"] == [2, 2, 2, 3, 6, 6, 6, 7]
     assert t["alpha"] == 0.5 and t["streams"] == 3
@@ -154,28 +154,27 @@ def test_black_frame_when_every_frame_is_relevant(backend, frames):
             return ShotScores(scores=np.ones(len(mosaics)), decisions=np.ones(len(mosaics), dtype=np.int64), responses=[""] * len(mosaics))
 
     result = CoSPipeline(backend, AllRelevant(), CoSConfig(alpha=0.5)).answer(frames, QUESTION, gen=GenerationOptions(max_new_tokens=3))
-    assert result.trace["negative_map"] == [BLACK] * N and result.trace["positive_map"] == list(range(N))
+    assert result.trace.negative_map == [BLACK] * N and result.trace.positive_map == list(range(N))
 
 
 def test_llava_scorer_is_built_once_across_samples(tiny_longva_dir, tiny_llava_dir, needle_data):
-    from cos_lmms_eval.engine import Engine
-    from cos_lmms_eval.options import CoSLongVAOptions
+    from cos_runtime.engine import build_engine
 
     clear_scorer_cache()
     before = LlavaScorer.constructions
-    engine = Engine(CoSLongVAOptions(pretrained=str(tiny_longva_dir), max_frames_num=N, scorer="llava",
-                                     scorer_pretrained=str(tiny_llava_dir), score_mode="logits"))
+    engine = build_engine("longva", "cos", dict(pretrained=str(tiny_longva_dir), max_frames_num=N, scorer="llava",
+                                                scorer_pretrained=str(tiny_llava_dir), score_mode="logits"))
     docs = json.loads((needle_data / "questions.json").read_text())
     for doc in docs[:3]:
         result = engine.answer(str(needle_data / doc["video"]), QUESTION, GenerationOptions(max_new_tokens=2))
-        assert len(result.trace["shot_scores"]) == N // 4 and len(result.trace["frame_indices"]) == N
+        assert len(result.trace.shot_scores) == N // 4 and len(result.trace.frame_indices) == N
     assert LlavaScorer.constructions - before == 1
 
 
 def test_cos_run_command_prints_answer_and_writes_trace(tmp_path, tiny_longva_dir, needle_data):
     docs = json.loads((needle_data / "questions.json").read_text())
     trace = tmp_path / "trace.json"
-    cmd = [sys.executable, "-m", "cos", "run", "--model", str(tiny_longva_dir), "--video", str(needle_data / docs[0]["video"]),
+    cmd = [sys.executable, "-m", "cos_runtime", "run", "--model", str(tiny_longva_dir), "--video", str(needle_data / docs[0]["video"]),
            "--question", QUESTION, "--frames", "8", "--scorer", "self", "--score-mode", "logits", "--max-new-tokens", "4",
            "--trace", str(trace)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -188,7 +187,7 @@ def test_cos_run_command_prints_answer_and_writes_trace(tmp_path, tiny_longva_di
 def test_cos_run_reports_a_bad_video_without_a_traceback(tmp_path, tiny_longva_dir):
     bad = tmp_path / "not a video.mp4"
     bad.write_text("hello")
-    proc = subprocess.run([sys.executable, "-m", "cos", "run", "--model", str(tiny_longva_dir), "--video", str(bad),
+    proc = subprocess.run([sys.executable, "-m", "cos_runtime", "run", "--model", str(tiny_longva_dir), "--video", str(bad),
                            "--question", "q", "--scorer", "uniform"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "cannot decode video" in proc.stderr and str(bad) in proc.stderr and "Traceback" not in proc.stderr
@@ -207,9 +206,9 @@ def test_prefill_strategies_give_the_same_answer(backend, frames, code):
     for strategy in ("always", "never", "auto"):
         result = CoSPipeline(backend, Fixed(), CoSConfig(shot_size=2, share_prefix=strategy)).answer(
             frames, QUESTION, gen=GenerationOptions(max_new_tokens=6))
-        answers[strategy] = result.trace["answer_tokens"]
-        assert result.trace["prefill_shared"] == (strategy == "always" or (strategy == "auto" and
-                                                  result.trace["prefill_tokens"] <= 0.75 * result.trace["prefill_tokens_unshared"]))
+        answers[strategy] = result.trace.answer_tokens
+        assert result.trace.prefill_shared == (strategy == "always" or (strategy == "auto" and
+                                                  result.trace.prefill_tokens <= 0.75 * result.trace.prefill_tokens_unshared))
     assert answers["always"] == answers["never"] == answers["auto"]
 
 
@@ -221,21 +220,21 @@ def test_sampling_is_refused_for_cos(backend, frames):
         CoSPipeline(backend, UniformScorer()).answer(frames, QUESTION, method="cos", gen=gen)
     # the baseline honours sampling: reproducible under a seed, and the seed (so the draw) matters
     pipe = CoSPipeline(backend)
-    greedy = pipe.answer(frames, QUESTION, method="uniform", gen=GenerationOptions(max_new_tokens=4)).trace["answer_tokens"]
+    greedy = pipe.answer(frames, QUESTION, method="uniform", gen=GenerationOptions(max_new_tokens=4)).trace.answer_tokens
     assert greedy == _naive_greedy(backend, _streams(backend, frames, np.zeros(N, dtype=np.int8))[0], 4)
     sampled = []
     for seed in range(3):
         runs = []
         for _ in range(2):
             torch.manual_seed(seed)
-            runs.append(pipe.answer(frames, QUESTION, method="uniform", gen=gen).trace["answer_tokens"])
+            runs.append(pipe.answer(frames, QUESTION, method="uniform", gen=gen).trace.answer_tokens)
         assert runs[0] == runs[1]
         sampled.append(runs[0])
     assert len({tuple(s) for s in sampled}) > 1 and any(s != greedy for s in sampled)
 
 
 def test_cos_run_reports_a_missing_checkpoint_without_a_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "cos", "run", "--model", str(tmp_path / "nope"), "--video", "v.mp4",
+    proc = subprocess.run([sys.executable, "-m", "cos_runtime", "run", "--model", str(tmp_path / "nope"), "--video", "v.mp4",
                            "--question", "q", "--scorer", "uniform"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "cannot load LongVA" in proc.stderr and "nope" in proc.stderr and "Traceback" not in proc.stderr

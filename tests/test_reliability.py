@@ -354,16 +354,14 @@ def test_score_cache_key_covers_decoder_and_the_scorers_numbers(tmp_path, tiny_l
     """decord and PyAV may give other pixels, a bf16 scorer other scores: each gets its own cache entry;
     an "auto" dtype that resolves to the same numbers shares the entry."""
     from cos.trace import StageTimer
-    from cos_lmms_eval.engine import Engine
-    from cos_lmms_eval.options import CoSLongVAOptions
+    from cos_runtime.engine import build_engine
 
     video = str(needle_data / json.loads((needle_data / "questions.json").read_text())[0]["video"])
     question = "What colour is the shape?"
 
     def key(decoder="decord", **kw):
-        opts = CoSLongVAOptions(pretrained=str(tiny_longva_dir), max_frames_num=8, video_decode_backend=decoder,
-                                score_cache_dir=str(tmp_path / "scores"), **kw)
-        engine = Engine(opts)
+        engine = build_engine("longva", "cos", dict(pretrained=str(tiny_longva_dir), max_frames_num=8, video_decode_backend=decoder,
+                                                    score_cache_dir=str(tmp_path / "scores"), **kw))
         frames, info = engine.load_frames(video, StageTimer())
         assert info["decoder"] == decoder
         return engine.score_cache_key(info, frames, question)
@@ -529,14 +527,13 @@ MEMORY_SCRIPT = r"""
 import json, sys
 import av
 from cos.trace import StageTimer
-from cos_lmms_eval.engine import Engine
-from cos_lmms_eval.options import LongVAOptions
+from cos_runtime.engine import build_engine
 ckpt, short, long_, backend = sys.argv[1:5]
 def hwm():  # peak RSS of this process (MiB); not ru_maxrss, which Linux carries over from the parent
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-engine = Engine(LongVAOptions(pretrained=ckpt, max_frames_num=128, video_decode_backend=backend))
+engine = build_engine("longva", "uniform", dict(pretrained=ckpt, max_frames_num=128, video_decode_backend=backend))
 engine.answer(short, "What is in the video?")  # warm up: same frame size, same number of frames
 before = hwm()
 result = engine.answer(long_, "What is in the video?")
@@ -544,7 +541,7 @@ after = hwm()
 kept = [f.to_ndarray(format="rgb24") for f in av.open(long_).decode(video=0)]  # control: hold every frame
 control = hwm()
 print(json.dumps({"before": before, "after": after, "growth": after - before, "control": control - after, "kept": len(kept),
-                  "total": result.trace["total_frames"], "duration": result.trace["duration"], "sampled": len(result.trace["frame_indices"])}))
+                  "total": result.trace.total_frames, "duration": result.trace.duration, "sampled": len(result.trace.frame_indices)}))
 """
 
 

@@ -13,9 +13,8 @@ from PIL import Image
 from transformers import AutoProcessor, LlavaForConditionalGeneration, Qwen2Config, Qwen2ForCausalLM
 
 from cos import scoring
-from cos.cli import main as cli_main
 from cos.errors import ConfigError
-from cos.protocol import VideoLM
+from cos.protocol import ModelFacts, VideoLM
 from cos.scoring import (
     LlavaScorer,
     SelfScorer,
@@ -25,7 +24,8 @@ from cos.scoring import (
     get_scorer,
     llava_prompt,
 )
-from cos.tiny_llava import build_tiny_llava
+from cos_runtime.cli import main as cli_main
+from cos_runtime.tiny_llava import build_tiny_llava
 
 QUESTION = "What color is the car? A. red B. blue. Answer with the option's letter."
 
@@ -194,6 +194,7 @@ class ToyVideoLM:
         self.lm.generation_config.pad_token_id = 0
         self.encoder = torch.nn.Linear(3 * 8 * 8, 4 * 64)
         self.calls: list[str] = []
+        self.facts = ModelFacts(name="toy", context_budget=None, tokens_per_frame=4)  # what the runtime reads
 
     def preprocess(self, frames):
         self.calls.append("preprocess")

@@ -141,7 +141,7 @@ def test_bad_arguments_raise_config_error(tmp_path, kwargs, needle):
 def test_cli_writes_playable_videos(tmp_path):
     out = tmp_path / "needles"
     proc = subprocess.run(
-        [sys.executable, "-m", "cos", "make-needle-videos", str(out), "--n", "2", "--seed", "3"],
+        [sys.executable, "-m", "cos_runtime", "make-needle-videos", str(out), "--n", "2", "--seed", "3"],
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -153,7 +153,7 @@ def test_cli_writes_playable_videos(tmp_path):
         sv = sample_frames(out / rec["video"], 8, backend="decord")
         assert sv.total_frames == rec["num_frames"] and sv.frames.shape == (8, 64, 64, 3)
     bad = subprocess.run(
-        [sys.executable, "-m", "cos", "make-needle-videos", str(tmp_path / "x"), "--n", "1", "--size", "63"],
+        [sys.executable, "-m", "cos_runtime", "make-needle-videos", str(tmp_path / "x"), "--n", "1", "--size", "63"],
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )
     assert bad.returncode == 1 and "even" in bad.stderr and "Traceback" not in bad.stderr

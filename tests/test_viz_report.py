@@ -24,9 +24,9 @@ from PIL import Image
 
 from cos import viz
 from cos.errors import ConfigError
-from cos.report import build_report
 from cos.trace import trace_key, write_trace
 from cos.video import frame_indices, sample_frames
+from cos_runtime.report import build_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 QUESTION = ("Select the best answer to the following multiple-choice question based on the video.\n"

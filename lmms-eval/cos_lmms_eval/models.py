@@ -1,7 +1,8 @@
-"""lmms-eval models: ``longva`` (uniform-sampling baseline) and ``cos_longva`` (LongVA + Chain-of-Shot).
+"""lmms-eval models: per registered backend (:mod:`cos_runtime.registry`) a uniform-sampling baseline and
+a Chain-of-Shot model — for LongVA ``longva`` (class :class:`LongVA`) and ``cos_longva`` (:class:`CoSLongVA`).
 
-Both are simple models (``is_simple = True``): each ``generate_until`` request is one call of
-:class:`cos_lmms_eval.engine.Engine`. The model never knows the task: it reads the request tuple, asks
+All are simple models (``is_simple = True``): each ``generate_until`` request is one call of
+:class:`cos_runtime.engine.Engine`. The model never knows the task: it reads the request tuple, asks
 the task's ``doc_to_visual`` for the visual, and answers.
 
 Long runs
@@ -58,17 +59,17 @@ from cos.cache import ResultCache, file_identity, make_key
 from cos.device import normalise_device
 from cos.errors import CosError
 from cos.pipeline import GenerationOptions
-from cos.trace import to_jsonable, trace_key, write_trace
-from cos_lmms_eval.engine import Engine
-from cos_lmms_eval.options import CoSLongVAOptions, LongVAOptions
+from cos.trace import CoSTrace, to_jsonable, trace_key, write_trace
+from cos_runtime import registry
+from cos_runtime.engine import Engine
+from cos_runtime.options import ModelOptions
 
-TRACE_DIR_ENV = "COS_TRACE_DIR"
 #: exit status of a rank that hit an unexpected error in a multi-process run (EX_SOFTWARE)
 FATAL_EXIT_CODE = 70
 #: prefix of the per-process summary line (scripts/eval_task.sh sums these)
 SUMMARY_PREFIX = "COS-SUMMARY"
 #: result-cache format version (part of every key)
-RESULT_CACHE_VERSION = 1
+RESULT_CACHE_VERSION = 2
 
 
 class VisualUnavailable(CosError):
@@ -196,28 +197,36 @@ class ErrorLog:
                 self._write(kept)
 
 
-class LongVA(lmms):
-    """LongVA-7B on transformers 5, uniform frame sampling (the paper's baseline)."""
+class VideoModel(lmms):
+    """A registered backend as an lmms-eval model: the uniform baseline (``method = "uniform"``) or
+    Chain-of-Shot (``method = "cos"``). Concrete classes (``LongVA``, ``CoSLongVA``, ...) are made per
+    backend by :func:`model_class`."""
 
     is_simple = True
-    options_class = LongVAOptions
+    backend_name: str = ""
+    method_name: str = "uniform"
+
+    @classmethod
+    def parse_options(cls, kwargs: dict) -> ModelOptions:
+        return ModelOptions.parse(cls.backend_name, cls.method_name, kwargs)
 
     def __init__(self, **kwargs) -> None:
         super().__init__()
-        self.opts = self.options_class.parse(kwargs)
+        self.opts = self.parse_options(kwargs)
         self.accelerator = Accelerator()
         self._rank = self.accelerator.process_index
         self._world_size = self.accelerator.num_processes
-        if self.opts.device is None and self.opts.device_map in (None, "", "auto"):
-            self.opts.device = normalise_device(self.accelerator.device)  # "cpu:0" under ACCELERATE_USE_CPU=1
-        self.engine = Engine(self.opts)
+        run = self.opts.run
+        device = None
+        if run.device is None and run.device_map in (None, "", "auto"):
+            device = normalise_device(self.accelerator.device)  # "cpu:0" under ACCELERATE_USE_CPU=1
+        self.engine = Engine(self.opts, device=device)
         self.errors: list[dict] = []
-        self.trace_dir = Path(self.opts.trace_dir) if self.opts.trace_dir else None
+        self.trace_dir = Path(run.trace_dir) if run.trace_dir else None
         self.error_log = ErrorLog(self.trace_dir / "errors.jsonl") if self.trace_dir is not None else None
         if self.trace_dir is not None:
             self.trace_dir.mkdir(parents=True, exist_ok=True)
-            os.environ[TRACE_DIR_ENV] = str(self.trace_dir.resolve())
-        self.result_cache = ResultCache(self.opts.result_cache_dir) if self.opts.result_cache_dir else None
+        self.result_cache = ResultCache(run.result_cache_dir) if run.result_cache_dir else None
         self.model_identity = {"model": type(self).__name__, "method": self.engine.method, "cos": cos.__version__,
                                "options": self.opts.identity()}
         self.stats: Counter = Counter()  # over the model's lifetime: answered, failed, cached, padding
@@ -225,7 +234,7 @@ class LongVA(lmms):
     # -- properties lmms-eval relies on ------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return self.engine.backend.device
+        return torch.device(self.engine.device)
 
     @property
     def batch_size(self) -> int:
@@ -310,17 +319,17 @@ class LongVA(lmms):
         trace = None
         if self.trace_dir is not None:
             result.trace.update(task=task, split=split, doc_id=doc_id, error=None)
-            trace = to_jsonable(result.trace)
-            write_trace(trace, self._trace_path(trace, context))
+            trace = result.trace.to_json()
+            write_trace(trace, self._trace_path(result.trace, context))
         if key is not None:  # after the trace: a crash in between only means recomputing this sample
             self.result_cache.put(key, {"text": result.text, "trace": trace, "error": None})
         if self.error_log is not None:
             self.error_log.discard(task, split, doc_id)
         return result.text, "answered"
 
-    def _trace_path(self, trace: dict, context: str) -> Path:
-        video = trace.get("video") or f"{trace.get('task')}-{trace.get('split')}-{trace.get('doc_id')}"
-        return self.trace_dir / str(trace.get("task")) / f"{trace_key(video, context)}.json"
+    def _trace_path(self, trace: CoSTrace, context: str) -> Path:
+        video = trace.video or f"{trace.task}-{trace.split}-{trace.doc_id}"
+        return self.trace_dir / str(trace.task) / f"{trace_key(video, context)}.json"
 
     def _replay(self, entry: dict, context, task, split, doc_id) -> tuple[str, str]:
         """A sample answered (or failed) by an earlier run: restore its trace / error record, touch nothing else."""
@@ -332,7 +341,7 @@ class LongVA(lmms):
             return "", "cached_failed"
         trace = entry.get("trace")
         if self.trace_dir is not None and trace:
-            path = self._trace_path(trace, context)
+            path = self._trace_path(CoSTrace.from_json(trace), context)
             if not path.exists():
                 write_trace(trace, path)
         if self.error_log is not None:
@@ -380,7 +389,34 @@ class LongVA(lmms):
         raise NotImplementedError(f"{type(self).__name__} does not support multi-round generation")
 
 
-class CoSLongVA(LongVA):
-    """LongVA + Chain-of-Shot prompting (shot scoring, positive/negative videos, co-reasoning)."""
+_CLASSES: dict[str, type] = {}
 
-    options_class = CoSLongVAOptions
+
+def model_class(backend: str, method: str) -> type:
+    """The lmms-eval model class of ``backend`` with ``method`` (made once, then reused), named
+    ``<class_name>`` (baseline) or ``CoS<class_name>`` (Chain-of-Shot) after the registry's declaration."""
+    spec = registry.get(backend)
+    name = spec.class_name if method == "uniform" else f"CoS{spec.class_name}"
+    cls = _CLASSES.get(name)
+    if cls is None:
+        what = "uniform frame sampling (the baseline)" if method == "uniform" else "with Chain-of-Shot prompting"
+        cls = type(name, (VideoModel,), {"backend_name": spec.name, "method_name": method, "__module__": __name__,
+                                         "__qualname__": name, "__doc__": f"{spec.title or spec.name}: {what}."})
+        _CLASSES[name] = cls
+    return cls
+
+
+def class_path(backend: str, method: str) -> str:
+    """Dotted path lmms-eval imports the class from (see :func:`__getattr__`)."""
+    spec = registry.get(backend)
+    return f"{__name__}.{spec.class_name if method == 'uniform' else 'CoS' + spec.class_name}"
+
+
+def __getattr__(name: str):
+    """``cos_lmms_eval.models.LongVA``, ``...CoSLongVA`` and the classes of every other registered backend."""
+    for spec in registry.specs():
+        if name == spec.class_name:
+            return model_class(spec.name, "uniform")
+        if name == f"CoS{spec.class_name}":
+            return model_class(spec.name, "cos")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

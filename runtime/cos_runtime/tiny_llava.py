@@ -173,7 +173,7 @@ def make_tiny_llava_command(args) -> int:
 
 
 def add_parser(subparsers):
-    """Register ``make-tiny-llava`` on the ``cos`` subparsers (see :mod:`cos.cli`)."""
+    """Register ``make-tiny-llava`` on the ``cos`` subparsers (see :mod:`cos_runtime.cli`)."""
     p = subparsers.add_parser(
         "make-tiny-llava",
         help="write a tiny random LLaVA scorer checkpoint (tests, demos)",

@@ -1,8 +1,9 @@
 """``cos bench``: stage-by-stage cost of CoS against the uniform baseline and a release-style pipeline.
 
-Three pipelines answer the same question about the same synthetic needle video, in one process:
+Any registered backend (``--backend``, default ``longva``), on its test checkpoint (``small``: the real
+token geometry; ``--smoke``: ``tiny``). Three pipelines answer the same question about the same synthetic needle video, in one process:
 
-* ``uniform`` — LongVA with uniformly sampled frames (the baseline);
+* ``uniform`` — the base model with uniformly sampled frames (the baseline);
 * ``cos`` — Chain-of-Shot as implemented here: frames decoded and encoded once, the LLaVA scorer loaded
   once and reused, X/Sp/Sn prefilled with shared prefixes, one batched 3-stream forward per token;
 * ``release`` — the same parts with the original release's costs: the scorer constructed for every
@@ -15,6 +16,7 @@ Timings are medians over ``--repeats`` runs after one warm-up run. Only ratios m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import statistics
@@ -30,8 +32,7 @@ from cos.pipeline import CoSConfig, CoSPipeline, GenerationOptions
 from cos.prefix import crop_cache, plan_prefill
 from cos.scoring import LlavaScorer, get_scorer
 from cos.trace import StageTimer
-from cos.video import sample_frames
-from cos_lmms_eval.backend import load_longva
+from cos_runtime import registry
 
 STAGES = ("decode_video", "preprocess", "encode", "mosaics", "score", "compose", "prefill", "decode")
 PIPELINES = ("uniform", "cos", "release")
@@ -86,19 +87,17 @@ def release_style_answer(backend, scorer_kwargs: dict, frames: np.ndarray, quest
         ids = backend.prompt_ids(question)
         streams = [backend.embed_prompt(ids, gather_features(feats, m, black))
                    for m in (np.arange(len(code)), positive_map(code), negative_map(code))]
-    lm = backend.model.language_model
-    embed = lm.get_input_embeddings()
-    eos = backend.model.generation_config.eos_token_id
-    eos = set([eos] if isinstance(eos, int) else (eos or []))
+    eos = set(backend.facts.eos_token_ids) if gen.stop_at_eos else set()
+    penalty = backend.facts.repetition_penalty
     tokens: list[int] = []
     with torch.inference_mode():
         for step in range(gen.max_new_tokens):
             with timer("prefill" if step == 0 else "decode"):
-                tail = embed(torch.tensor([tokens], device=backend.device)) if tokens else None
+                tail = backend.embed_tokens(torch.tensor([tokens])) if tokens else None
                 logits = [backend.forward_logits(s if tail is None else torch.cat([s, tail], dim=1)) for s in streams]
                 fused = logits[0] + alpha * (logits[1] - logits[2]) if alpha else logits[0]
-                if tokens and backend.repetition_penalty != 1.0:
-                    fused = penalise_repetition(fused, torch.tensor([tokens], device=fused.device), backend.repetition_penalty)
+                if tokens and penalty != 1.0:
+                    fused = penalise_repetition(fused, torch.tensor([tokens], device=fused.device), penalty)
                 token = int(fused.argmax(-1))
             tokens.append(token)
             if token in eos:
@@ -109,7 +108,6 @@ def release_style_answer(backend, scorer_kwargs: dict, frames: np.ndarray, quest
 # -- one decode step, batched vs single ---------------------------------------------------------
 def decode_step_ratio(backend, streams: torch.Tensor, iters: int = 5) -> dict:
     """Median time of one cached decode step for 3 streams in one batch vs 1 stream, same context."""
-    lm = backend.model.language_model
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     out = {}
     with torch.inference_mode():
@@ -122,7 +120,7 @@ def decode_step_ratio(backend, streams: torch.Tensor, iters: int = 5) -> dict:
                 view = crop_cache(cache, cache.get_seq_length())
                 sync()
                 t = time.perf_counter()
-                lm(inputs_embeds=step, cache=view, use_cache=True, logits_to_keep=1)
+                backend.decode_step(step, view)
                 sync()
                 times.append(time.perf_counter() - t)
             out[f"step_{batch}"] = statistics.median(times[1:])
@@ -140,14 +138,12 @@ def _crop_batch(cache, batch: int):
 def _prepare(args) -> tuple[Path, Path, Path, dict]:
     work = Path(args.workdir)  # built once, reused (and carried as is to a GPU machine)
     size = "tiny" if args.smoke else "small"
-    ckpt = work / f"{size}-longva"
+    ckpt = work / f"{size}-{args.backend}"
     if not (ckpt / "config.json").exists():
-        from longva.tiny import build_tiny_longva
-
-        build_tiny_longva(ckpt, seed=0, size=size)
+        registry.load_module(registry.get(args.backend)).make_test_checkpoint(ckpt, size=size, seed=0)
     scorer = work / "tiny-llava"
     if not (scorer / "config.json").exists():
-        from cos.tiny_llava import build_tiny_llava
+        from cos_runtime.tiny_llava import build_tiny_llava
 
         build_tiny_llava(scorer, seed=0)
     vids = work / ("needle-smoke" if args.smoke else "needle")
@@ -174,22 +170,35 @@ def _median_stages(runs: list[dict]) -> dict:
 
 def run_bench(args) -> dict:
     ckpt, scorer_dir, vids, doc = _prepare(args)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    backend = load_longva(str(ckpt), device=device, torch_dtype=args.dtype, attn_implementation=args.attn_implementation)
-    # Every pipeline generates exactly --new-tokens tokens: no early stop at EOS (random weights stop
-    # at arbitrary steps, and unequal token counts would make the decode stages incomparable).
-    backend.model.generation_config.eos_token_id = None
+    from cos.device import normalise_device, resolve_dtype
+
+    device = normalise_device(args.device)
+    module = registry.load_module(registry.get(args.backend))
+    model_options = module.Options(pretrained=str(ckpt), attn_implementation=args.attn_implementation)
+    backend = module.load(model_options, device, resolve_dtype(args.dtype, device))
+
+    def sample(path, n):
+        return module.sample_frames(path, dataclasses.replace(model_options, max_frames_num=n, video_decode_backend="auto")).frames
+
     scorer_kwargs = dict(pretrained=str(scorer_dir), mode="generate", device=device)
     if args.scorer == "self":  # LongVA scores its own mosaics; the release-style run keeps the LLaVA scorer
         scorer = get_scorer("self", model=backend, mode="generate")
         args.release_repeats = 0
     else:
         scorer = get_scorer("llava", **scorer_kwargs)  # loaded once, reused by every CoS run
+    # The release-style pipeline and the decode-step timing drive the LM token by token: they need the
+    # backend's embed_tokens / prefill / decode_step (LongVA has them; a backend without them is benched
+    # on uniform vs CoS only).
+    stepwise = all(hasattr(backend, name) for name in ("embed_tokens", "prefill", "decode_step"))
+    if not stepwise:
+        args.release_repeats = 0
     config = CoSConfig(shot_size=4, share_prefix=args.share_prefix)
     pipe = CoSPipeline(backend, scorer, config)
     options = "\n".join(doc["options"])
     question = f"{doc['question']}\n{options}\nAnswer with the option's letter from the given choices directly."
-    gen = GenerationOptions(max_new_tokens=args.new_tokens)
+    # Every pipeline generates exactly --new-tokens tokens: no early stop at EOS (random weights stop
+    # at arbitrary steps, and unequal token counts would make the decode stages incomparable).
+    gen = GenerationOptions(max_new_tokens=args.new_tokens, stop_at_eos=False)
     video = vids / doc["video"]
     sync = torch.cuda.synchronize if torch.cuda.is_available() else None
 
@@ -198,21 +207,21 @@ def run_bench(args) -> dict:
         _reset_peak()
         start = time.perf_counter()
         with timer("decode_video"):
-            frames = sample_frames(video, n, backend="auto").frames
+            frames = sample(video, n)
         if kind == "release":
             tokens, streams = release_style_answer(backend, scorer_kwargs, frames, question, gen, timer, config), 3
         else:
             trace = pipe.answer(frames, question, method=kind, gen=gen, timer=timer).trace
-            tokens, streams = trace["answer_tokens"], trace["streams"]
+            tokens, streams = trace.answer_tokens, trace.streams
         total = time.perf_counter() - start
         timings = dict(timer.timings)
         for extra in ("prompt", "splice"):
             timings["compose"] = timings.get("compose", 0.0) + timings.pop(extra, 0.0)
         return {"timings": timings, "total": total, "tokens": tokens, "streams": streams, **_peak()}
 
-    report = {"device": _device_name(device), "dtype": str(backend.dtype).replace("torch.", ""),
+    report = {"backend": args.backend, "device": _device_name(device), "dtype": str(backend.dtype).replace("torch.", ""),
               "attn_implementation": args.attn_implementation, "share_prefix": args.share_prefix, "checkpoint": ckpt.name,
-              "scorer": "LongVA itself (self, generate mode)" if args.scorer == "self" else "tiny-llava (generate mode)",
+              "scorer": f"{args.backend} itself (self, generate mode)" if args.scorer == "self" else "tiny-llava (generate mode)",
               "repeats": args.repeats, "release_repeats": args.release_repeats, "new_tokens": args.new_tokens, "frames": {}}
     for n in args.frames:
         runs = {k: [] for k in PIPELINES}
@@ -228,7 +237,7 @@ def run_bench(args) -> dict:
                 raise AssertionError(f"{n} frames: CoS tokens {runs['cos'][0]['tokens']} != release-style (naive) tokens "
                                      f"{runs['release'][0]['tokens']}: the optimised path computes something else")
         entry = {k: _median_stages(v) for k, v in runs.items() if v}
-        frames = sample_frames(video, n, backend="auto").frames
+        frames = sample(video, n)
         with torch.inference_mode():
             feats = backend.encode_frames(backend.preprocess(frames))
             black = backend.encode_frames(backend.preprocess(np.zeros_like(frames[:1])))[0]
@@ -244,9 +253,10 @@ def run_bench(args) -> dict:
             random_codes = [np.repeat(rng.random(-(-n // 4)) < 0.3, 4)[:n].astype(np.int8) for _ in range(8)]
             prefix = {"needle": plan_prefill(streams_for(needle_code)).saved_fraction,
                       "random": statistics.mean(plan_prefill(streams_for(c)).saved_fraction for c in random_codes)}
-            step = decode_step_ratio(backend, streams_for(needle_code if needle_code.any() else random_codes[0]))
-        ratios = {"cos_over_uniform": entry["cos"]["total"] / entry["uniform"]["total"],
-                  "batched_step_over_single": step["ratio"]}
+            step = decode_step_ratio(backend, streams_for(needle_code if needle_code.any() else random_codes[0])) if stepwise else None
+        ratios = {"cos_over_uniform": entry["cos"]["total"] / entry["uniform"]["total"]}
+        if step is not None:
+            ratios["batched_step_over_single"] = step["ratio"]
         if "release" in entry:
             ratios["release_over_cos"] = entry["release"]["total"] / entry["cos"]["total"]
         for key in ("peak_rss_mib", "peak_gpu_mib"):
@@ -256,15 +266,14 @@ def run_bench(args) -> dict:
                      tokens_equal_release=(runs["release"][0]["tokens"] == runs["cos"][0]["tokens"]) if runs["release"] else None)
         report["frames"][str(n)] = entry
         if args.profile:
-            _profile(pipe, video, n, question, gen, Path(args.workdir) / f"profile_cos_{n}.json")
+            _profile(pipe, sample(video, n), question, gen, Path(args.workdir) / f"profile_cos_{n}.json")
     return report
 
 
-def _profile(pipe, video, n, question, gen, out: Path) -> None:
+def _profile(pipe, frames, question, gen, out: Path) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    frames = sample_frames(video, n, backend="auto").frames
     with profile(activities=activities, record_shapes=False) as prof:
         pipe.answer(frames, question, method="cos", gen=gen)
     prof.export_chrome_trace(str(out))
@@ -281,7 +290,7 @@ def format_report(report: dict) -> str:
     lines = []
     for n, entry in report["frames"].items():
         present = [k for k in PIPELINES if k in entry]
-        lines.append(f"\n{n} frames — {report['checkpoint']} LongVA, {report['scorer']}, {report['device']}, {report['dtype']}, "
+        lines.append(f"\n{n} frames — {report['checkpoint']}, {report['scorer']}, {report['device']}, {report['dtype']}, "
                      f"{report['attn_implementation']}, share_prefix={report['share_prefix']}; median of {report['repeats']} after a warm-up "
                      f"(release-style: {report['release_repeats']}); {report['new_tokens']} new tokens")
         lines.append(f"{'stage':14s}" + "".join(f"{k:>20s}" for k in present))
@@ -365,6 +374,7 @@ def add_parser(subparsers):
     p.add_argument("--repeats", type=int, default=3, help="timed runs per pipeline after one warm-up (median reported)")
     p.add_argument("--release-repeats", type=int, default=None, help="runs of the (slow) release-style pipeline (default: --repeats; 0 skips it)")
     p.add_argument("--new-tokens", type=int, default=8, help="new tokens per answer (same for every pipeline)")
+    p.add_argument("--backend", choices=registry.names(), default="longva", help="base model (default longva)")
     p.add_argument("--smoke", action="store_true", help="tiny checkpoint, 8/16 frames, a few tokens: seconds")
     p.add_argument("--workdir", default=".cache/bench", help="where checkpoints and the video are built (reused)")
     p.add_argument("--device", default=None)

@@ -1,16 +1,17 @@
-"""Options → loaded model, scorer and pipeline; visuals → frames → answer.
+"""Options → loaded model, scorer and pipeline; visuals → frames → answer. For every registered backend.
 
 Shared by the lmms-eval models and ``cos run``, so the command line and the harness do the same thing.
-Everything heavy (LongVA, the scorer) is loaded once, when the engine is built.
+Everything heavy (the base model, the scorer) is loaded once, when the engine is built.
 
 Inputs the engine refuses (each a :class:`~cos.errors.CosError`, which the lmms-eval adapter turns into
 a per-sample error record): an unreadable video (:class:`~cos.errors.VideoDecodeError`), an empty
 question (:class:`EmptyQuestionError`: there is nothing to answer, and an answer would be a guess
-about an unasked question), and a prompt longer than LongVA's ``tokenizer_model_max_length``
+about an unasked question), and a prompt longer than the model's context budget
 (:class:`ContextBudgetError`: LongVA would cut the end of the prompt, i.e. the question, and answer
 something else). Both checks run before the video is decoded. Legitimately decodable inputs are
-answered: videos shorter than ``max_frames_num`` (indices repeat), single frames, grayscale, odd sizes,
-variable frame rate, any path, and lists of images (sampled like frames, see :func:`frames_from_images`).
+answered: videos shorter than the frame count (indices repeat), single frames, grayscale, odd sizes,
+variable frame rate, any path, folders of frame images, and lists of images (sampled like frames, see
+:func:`frames_from_images`).
 """
 
 from __future__ import annotations
@@ -23,30 +24,16 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from cos import options as opt
 from cos.cache import ScoreCache, file_identity, make_key
+from cos.device import normalise_device, resolve_dtype
 from cos.errors import ConfigError, ContextBudgetError, EmptyQuestionError, VideoDecodeError
-from cos.pipeline import Answer, CoSConfig, CoSPipeline, GenerationOptions
-from cos.scoring import get_scorer
+from cos.pipeline import Answer, CoSPipeline, GenerationOptions
+from cos.protocol import VideoInfo
 from cos.trace import StageTimer
-from cos.video import frame_indices, sample_frames
-from cos_lmms_eval.backend import load_longva
-from cos_lmms_eval.options import CoSLongVAOptions, LongVAOptions
-
-
-def build_scorer(opts: CoSLongVAOptions, backend):
-    if opts.scorer == "uniform":
-        return get_scorer("uniform")
-    if opts.scorer == "self":
-        return get_scorer("self", model=backend, mode=opts.score_mode, threshold=opts.score_threshold)
-    return get_scorer(
-        "llava",
-        pretrained=opts.scorer_pretrained,
-        mode=opts.score_mode,
-        threshold=opts.score_threshold,
-        batch_size=opts.scorer_batch_size,
-        load_in_4bit=opts.scorer_load_in_4bit,
-        device=str(backend.device),
-    )
+from cos.video import frame_indices
+from cos_runtime import registry
+from cos_runtime.options import ModelOptions
 
 
 def _open_image(item, position: int) -> Image.Image:
@@ -88,42 +75,39 @@ def frames_from_images(images: Sequence, num_frames: int | None = None) -> tuple
 
 
 class Engine:
-    """LongVA (+ scorer) loaded once; ``answer(visual, question, gen)`` per sample."""
+    """A backend's model (+ scorer) loaded once; ``answer(visual, question, gen)`` per sample."""
 
-    def __init__(self, opts: LongVAOptions):
+    def __init__(self, opts: ModelOptions, device: str | None = None):
         self.opts = opts
-        self.method = "cos" if isinstance(opts, CoSLongVAOptions) else "uniform"
-        self.backend = load_longva(
-            opts.pretrained,
-            device=opts.device or opts.device_map,
-            torch_dtype=opts.torch_dtype,
-            attn_implementation=opts.attn_implementation,
-            encode_chunk_size=opts.encode_chunk_size,
-        )
-        if self.method == "cos":
-            scorer = build_scorer(opts, self.backend)
-            config = CoSConfig(shot_size=opts.shot_size, leftover=opts.leftover, alpha=opts.alpha, negative_order=opts.negative_order,
-                               share_prefix=opts.share_prefix)
-        else:
-            scorer, config = None, CoSConfig()
-        self.pipeline = CoSPipeline(self.backend, scorer, config)
-        if self.method == "cos" and opts.score_cache_dir and opts.scorer != "uniform":
-            self.pipeline.score_cache = ScoreCache(opts.score_cache_dir)
+        self.method = opts.method
+        self.spec = registry.get(opts.backend_name)
+        self.module = registry.load_module(self.spec)
+        run = opts.run
+        self.device = normalise_device(device or run.device or run.device_map)
+        self.dtype = resolve_dtype(run.torch_dtype, self.device)  # the numbers the model computes with
+        self.backend = self.module.load(opts.backend, self.device, self.dtype)
+        scorer = opts.scorer.build(model=self.backend, device=self.backend.device) if self.method == "cos" else None
+        self.pipeline = CoSPipeline(self.backend, scorer, opts.cos)
+        if self.method == "cos" and run.score_cache_dir and opts.scorer.scorer != "uniform":
+            self.pipeline.score_cache = ScoreCache(run.score_cache_dir)
+
+    @property
+    def facts(self):
+        return self.backend.facts
 
     # -- identities and checks -----------------------------------------------------------------
     def scorer_identity(self) -> dict | None:
         """What determines the scorer's output besides its input (the score cache's scorer part): its
         checkpoint, decision rule, and the numbers it computes with (the dtype actually loaded, 4-bit)."""
-        o = self.opts
         if self.method != "cos":
             return None
+        o = self.opts.scorer
         ident = {"name": o.scorer, "mode": o.score_mode, "threshold": float(o.score_threshold)}
         if o.scorer == "llava":
-            scorer = self.pipeline.scorer
-            ident.update(pretrained=o.identity()["scorer_pretrained"], load_in_4bit=o.scorer_load_in_4bit,
-                         dtype=str(getattr(scorer, "dtype", None)))
+            ident.update(pretrained=os.path.abspath(o.scorer_pretrained) if os.path.isdir(o.scorer_pretrained) else o.scorer_pretrained,
+                         load_in_4bit=o.scorer_load_in_4bit, dtype=str(getattr(self.pipeline.scorer, "dtype", None)))
         elif o.scorer == "self":
-            ident.update(pretrained=o.identity()["pretrained"], dtype=str(self.backend.dtype), attn_implementation=o.attn_implementation)
+            ident.update(backend=self.spec.name, model=opt.identity(self.opts.backend), dtype=str(self.dtype))
         return ident
 
     def score_cache_key(self, info: dict, frames: np.ndarray, question: str) -> str | None:
@@ -134,33 +118,27 @@ class Engine:
             video = file_identity(info["video"])
         else:  # images in memory: their pixels are their identity
             video = {"frames_sha256": hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest(), "shape": list(frames.shape)}
+        cfg = self.opts.cos
         # The decoder is part of the key: decord and PyAV may give different pixels for the same frame index.
-        return make_key({"kind": "shot_scores", "v": 2, "video": video, "decoder": info.get("decoder"),
+        return make_key({"kind": "shot_scores", "v": 3, "video": video, "decoder": info.get("decoder"),
                          "frame_indices": [int(i) for i in info["frame_indices"]], "scorer": self.scorer_identity(),
-                         "shot_size": self.opts.shot_size, "leftover": self.opts.leftover, "question": question})
-
-    def context_budget(self) -> tuple[int | None, int]:
-        """``(tokenizer_model_max_length or None, visual tokens per frame)`` of the loaded model."""
-        model = getattr(self.backend, "model", None)
-        config = getattr(model, "config", None)
-        limit = getattr(config, "tokenizer_model_max_length", None)
-        per_frame = getattr(model, "tokens_per_frame", None) or getattr(config, "tokens_per_frame", None) or 0
-        return (int(limit) if limit else None), int(per_frame)
+                         "shot_size": cfg.shot_size, "leftover": cfg.leftover, "question": question})
 
     def check_question(self, question, num_frames: int) -> None:
-        """Refuse an empty question and a prompt LongVA would truncate (before any decoding)."""
+        """Refuse an empty question and a prompt the model would truncate (before any decoding)."""
         if not isinstance(question, str) or not question.strip():
             raise EmptyQuestionError(f"empty question ({question!r}): the task's prompt has no text, so there is nothing to answer")
-        limit, per_frame = self.context_budget()
-        if limit is None:
+        facts = self.backend.facts
+        if facts.context_budget is None:
             return
-        text_tokens = int(self.backend.prompt_ids(question).shape[-1]) - 1  # minus the image placeholder
-        total = text_tokens + num_frames * per_frame
-        if total > limit:
+        text_tokens = int(self.backend.prompt_ids(question).shape[-1]) - 1  # minus the video placeholder
+        visual = facts.visual_tokens(num_frames)
+        total = text_tokens + visual
+        if total > facts.context_budget:
             raise ContextBudgetError(
-                f"prompt too long: {text_tokens} text tokens + {num_frames} frames x {per_frame} visual tokens = {total} > "
-                f"tokenizer_model_max_length {limit}; LongVA would cut the end of the prompt (the question) and answer "
-                f"something else (question of {len(question)} characters)"
+                f"prompt too long: {text_tokens} text tokens + {num_frames} frames x {facts.tokens_per_frame} visual tokens = {total} > "
+                f"tokenizer_model_max_length {facts.context_budget}; {self.spec.name} would cut the end of the prompt (the question) "
+                f"and answer something else (question of {len(question)} characters)"
             )
 
     def load_frames(self, visual, timer: StageTimer) -> tuple[np.ndarray, dict]:
@@ -169,22 +147,29 @@ class Engine:
             visual = visual[0]
         with timer("decode_video"):
             if isinstance(visual, (str, os.PathLike)):
-                video = sample_frames(visual, self.opts.max_frames_num, backend=self.opts.video_decode_backend)
+                video = self.module.sample_frames(visual, self.opts.backend)
                 info = {"video": str(visual), "frame_indices": video.indices.tolist(), "total_frames": int(video.total_frames),
                         "fps": float(video.fps), "duration": float(video.duration), "decoder": video.backend}
                 return video.frames, info
             if isinstance(visual, (list, tuple)):
-                frames, indices = frames_from_images(visual, self.opts.max_frames_num)
+                frames, indices = frames_from_images(visual, self.opts.backend.max_frames_num)
                 return frames, {"video": None, "frame_indices": indices.tolist(), "total_frames": len(visual), "decoder": "images"}
         raise ConfigError(f"unsupported visual of type {type(visual).__name__}: expected a video path or a list of images")
 
     def answer(self, visual, question: str, gen: GenerationOptions | None = None) -> Answer:
-        timer = StageTimer(self.pipeline._sync)
+        timer = StageTimer(self.pipeline.sync)
         start = time.perf_counter()
-        self.check_question(question, self.opts.max_frames_num)
+        self.check_question(question, self.opts.backend.max_frames_num)
         frames, info = self.load_frames(visual, timer)
         key = self.score_cache_key(info, frames, question) if self.method == "cos" else None
-        result = self.pipeline.answer(frames, question, method=self.method, gen=gen, timer=timer, score_cache_key=key)
-        result.trace = {**info, **result.trace}
-        result.trace["timings"]["total"] = time.perf_counter() - start
+        video = VideoInfo(frame_indices=tuple(info["frame_indices"]), fps=float(info.get("fps") or 0.0),
+                          duration=float(info.get("duration") or 0.0), total_frames=int(info["total_frames"]))
+        result = self.pipeline.answer(frames, question, method=self.method, gen=gen, timer=timer, score_cache_key=key, video=video)
+        result.trace.update(backend=self.spec.name, **info)
+        result.trace.timings["total"] = time.perf_counter() - start
         return result
+
+
+def build_engine(backend: str, method: str, values: dict, device: str | None = None) -> Engine:
+    """An engine from a backend name, a method and a flat mapping of option values."""
+    return Engine(ModelOptions.parse(backend, method, values), device=device)

@@ -43,11 +43,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cos.errors import ConfigError, CosError
+from cos.grounding import window_grounding
+from cos.trace import CoSTrace, read_trace
+from cos_runtime import registry
 
 __all__ = ["build_report", "load_runs", "add_parser"]
 
-#: lmms-eval model name -> the trace "method" its traces must have (others: not checked)
-EXPECTED_METHOD = {"longva": "uniform", "cos_longva": "cos", "longva_cos": "cos"}
+def expected_method(model: str) -> str | None:
+    """The trace "method" an lmms-eval model's traces must have (from the backend registry; None: not checked)."""
+    found = registry.resolve_model_id(model)
+    return found[1] if found else None
 #: model_args that never distinguish two runs' configurations in the column headers
 _NOT_CONFIG = {"trace_dir"}
 SLOWEST = 10
@@ -60,7 +65,7 @@ class Sample:
     task: str
     doc_id: int
     record: dict | None  #: the line of the samples file (None when only a trace / error is known)
-    trace: dict | None = None
+    trace: CoSTrace | None = None
     trace_path: Path | None = None
     error: dict | None = None
     needle: tuple[int, int] | None = None
@@ -74,7 +79,7 @@ class Sample:
             while isinstance(resp, list) and len(resp) == 1:
                 resp = resp[0]
             return "" if resp is None else str(resp)
-        return str((self.trace or {}).get("answer") or "")
+        return str((self.trace.answer if self.trace else None) or "")
 
     @property
     def target(self) -> str:
@@ -99,7 +104,7 @@ class Run:
 
     @property
     def expected_method(self) -> str | None:
-        return EXPECTED_METHOD.get(self.model)
+        return expected_method(self.model)
 
     def all_samples(self) -> list[Sample]:
         return [s for task in self.samples for s in self.samples[task]]
@@ -184,17 +189,15 @@ def _load_run(run: Run, path: Path, data: dict) -> None:
     date_id = path.name[: -len("_results.json")]
     tasks = [t for t in run.results if isinstance(run.results[t], dict)]
     # traces of this run: (task, doc_id) -> (trace, path)
-    traces: dict[tuple[str, object], list[tuple[dict, Path]]] = {}
+    traces: dict[tuple[str, object], list[tuple[CoSTrace, Path]]] = {}
     if run.trace_dir is not None:
         for tpath in sorted(run.trace_dir.glob("*/*.json")):
             try:
-                trace = json.loads(tpath.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as err:
+                trace = read_trace(tpath)
+            except (OSError, ValueError, TypeError, AttributeError) as err:
                 run.notes.append(f"trace {tpath}: unreadable ({err}); skipped")
                 continue
-            if not isinstance(trace, dict):
-                continue
-            key = (str(trace.get("task", tpath.parent.name)), _as_int(trace.get("doc_id")))
+            key = (str(trace.task or tpath.parent.name), _as_int(trace.doc_id))
             traces.setdefault(key, []).append((trace, tpath))
         err_file = run.trace_dir / "errors.jsonl"
         if err_file.exists():
@@ -234,12 +237,12 @@ def _load_run(run: Run, path: Path, data: dict) -> None:
         run.notes.append(f"{len(stray)} error record(s) in errors.jsonl are for tasks this results file does not have")
 
 
-def _belongs(run: Run, sample: Sample, trace: dict) -> bool:
-    if sample.record is not None and isinstance(sample.record.get("input"), str) and trace.get("question") is not None:
-        if sample.record["input"] != trace["question"]:
+def _belongs(run: Run, sample: Sample, trace: CoSTrace) -> bool:
+    if sample.record is not None and isinstance(sample.record.get("input"), str) and trace.question is not None:
+        if sample.record["input"] != trace.question:
             return False
     expected = run.expected_method
-    return not (expected and trace.get("method") and trace["method"] != expected)
+    return not (expected and trace.method and trace.method != expected)
 
 
 # -- needle position ---------------------------------------------------------------------------
@@ -283,7 +286,7 @@ def _needle_of(s: Sample) -> tuple[int, int] | None:
         found = _needle_from(value)
         if found:
             return found
-    video = (s.trace or {}).get("video") or (s.error or {}).get("video")
+    video = (s.trace.video if s.trace else None) or (s.error or {}).get("video")
     if video:
         rec = _questions_near(Path(video)).get(os.path.realpath(video))
         return _needle_from(rec)
@@ -319,30 +322,22 @@ def correctness(s: Sample, metric_names: list[str]) -> float | None:
 
 
 def grounding(s: Sample) -> dict | None:
-    """Needle grounding of one sample: None when the trace has no code or the needle is unknown."""
-    t = s.trace
-    if not t or t.get("binary_code") is None or not t.get("frame_indices") or s.needle is None:
+    """Needle grounding of one sample (:func:`cos.grounding.window_grounding`): None when the trace has no
+    code or the needle is unknown."""
+    if s.trace is None or s.needle is None:
         return None
-    start, end = s.needle
-    code = t["binary_code"]
-    inside = [i for i, f in enumerate(t["frame_indices"]) if start <= f < end]
-    relevant = [i for i, c in enumerate(code) if c]
-    if not inside:
-        return {"sampled": 0, "hit": None, "recall": None, "precision": 0.0 if relevant else None}
-    hits = sum(1 for i in inside if code[i])
-    return {"sampled": len(inside), "hit": float(hits > 0), "recall": hits / len(inside),
-            "precision": (sum(1 for i in relevant if start <= t["frame_indices"][i] < end) / len(relevant)) if relevant else None}
+    return window_grounding(s.trace.frame_indices, s.trace.binary_code, *s.needle)
 
 
-def _relevant_fraction(trace: dict | None) -> float | None:
-    if not trace or trace.get("binary_code") is None:
+def _relevant_fraction(trace: CoSTrace | None) -> float | None:
+    if not trace or trace.binary_code is None:
         return None
-    code = trace["binary_code"]
+    code = trace.binary_code
     return sum(1 for c in code if c) / len(code) if code else None
 
 
-def _total_time(trace: dict | None) -> float | None:
-    timings = (trace or {}).get("timings") or {}
+def _total_time(trace: CoSTrace | None) -> float | None:
+    timings = (trace.timings if trace else None) or {}
     if _num(timings.get("total")) is not None:
         return float(timings["total"])
     values = [v for v in timings.values() if _num(v) is not None]
@@ -372,17 +367,17 @@ def _render_strips(runs: list[Run], strip_dir: Path, video_root, max_strips: int
     done, skipped, notes = 0, 0, []
     for run in runs:
         for s in run.all_samples():
-            if s.trace is None or not s.trace.get("frame_indices"):
+            if s.trace is None or not s.trace.frame_indices:
                 continue
             if max_strips is not None and done >= max_strips:
                 skipped += 1
                 continue
             name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"run{run.index}_{s.task}_{s.doc_id}") + ".png"
             frames, note = None, None
-            video = _find_video(s.trace.get("video"), video_root)
+            video = _find_video(s.trace.video, video_root)
             if video is None:
-                s.strip_note = "no video: placeholders" if s.trace.get("video") else "no video file (images): placeholders"
-                note = f"video not found ({s.trace.get('video')}): placeholder tiles" if s.trace.get("video") else None
+                s.strip_note = "no video: placeholders" if s.trace.video else "no video file (images): placeholders"
+                note = f"video not found ({s.trace.video}): placeholder tiles" if s.trace.video else None
             else:
                 try:
                     frames, note = frames_for_trace(s.trace, video)
@@ -472,8 +467,8 @@ def _histogram(runs: list[Run]) -> str | None:
     """α histogram of the CoS runs as a PNG data URI (None when no run has α)."""
     series = []
     for r in runs:
-        alphas = [float(s.trace["alpha"]) for s in r.all_samples()
-                  if s.trace and s.trace.get("binary_code") is not None and _num(s.trace.get("alpha")) is not None]
+        alphas = [float(s.trace.alpha) for s in r.all_samples()
+                  if s.trace and s.trace.binary_code is not None and _num(s.trace.alpha) is not None]
         if alphas:
             series.append((r.label if len(r.label) < 60 else r.label[:57] + "…", alphas))
     if not series:
@@ -574,12 +569,12 @@ def _render_html(runs: list[Run], notes: list[str], log_dir: Path, out_path: Pat
     for r in runs:
         for task, samples in r.samples.items():
             traced = [s for s in samples if s.trace]
-            coded = [s for s in traced if s.trace.get("binary_code") is not None]
-            alphas = [_num(s.trace.get("alpha")) for s in coded]
+            coded = [s for s in traced if s.trace.binary_code is not None]
+            alphas = [_num(s.trace.alpha) for s in coded]
             alphas = [a for a in alphas if a is not None]
             fr = [_relevant_fraction(s.trace) for s in coded]
-            total_frames = sum(len(s.trace["binary_code"]) for s in coded)
-            pooled = sum(sum(1 for c in s.trace["binary_code"] if c) for s in coded) / total_frames if total_frames else None
+            total_frames = sum(len(s.trace.binary_code) for s in coded)
+            pooled = sum(sum(1 for c in s.trace.binary_code if c) for s in coded) / total_frames if total_frames else None
             g = [grounding(s) for s in coded]
             known = [x for x in g if x is not None]
             sampled = [x for x in known if x["sampled"]]
@@ -597,7 +592,7 @@ def _render_html(runs: list[Run], notes: list[str], log_dir: Path, out_path: Pat
     bins = [(i / 10, (i + 1) / 10) for i in range(10)]
     rows = []
     for r in runs:
-        alphas = [_num(s.trace.get("alpha")) for s in r.all_samples() if s.trace and s.trace.get("binary_code") is not None]
+        alphas = [_num(s.trace.alpha) for s in r.all_samples() if s.trace and s.trace.binary_code is not None]
         alphas = [a for a in alphas if a is not None]
         if alphas:
             counts = [sum(1 for a in alphas if lo <= a < hi or (hi == 1.0 and a == 1.0)) for lo, hi in bins]
@@ -632,11 +627,11 @@ def _render_html(runs: list[Run], notes: list[str], log_dir: Path, out_path: Pat
     if timed:
         w("<table><tr><th>run</th><th>task</th><th>doc_id</th><th>total s</th><th>largest stages (s)</th><th>frames</th><th>strip</th></tr>")
         for t, r, s in timed:
-            stages = sorted(((k, v) for k, v in (s.trace.get("timings") or {}).items() if k != "total" and _num(v) is not None),
+            stages = sorted(((k, v) for k, v in (s.trace.timings or {}).items() if k != "total" and _num(v) is not None),
                             key=lambda kv: -kv[1])[:4]
             w(f"<tr><td>{r.index}</td><td>{_e(s.task)}</td><td class=\"num\">{_e(s.doc_id)}</td><td class=\"num\">{t:.2f}</td>"
               f"<td class=\"small\">{_e(', '.join(f'{k} {v:.2f}' for k, v in stages))}</td>"
-              f"<td class=\"num\">{len(s.trace.get('frame_indices') or [])}</td><td>{_strip_link(s, base)}</td></tr>")
+              f"<td class=\"num\">{len(s.trace.frame_indices or [])}</td><td>{_strip_link(s, base)}</td></tr>")
         w("</table>")
     else:
         w('<p class="muted">No trace has timings.</p>')
@@ -658,8 +653,8 @@ def _render_html(runs: list[Run], notes: list[str], log_dir: Path, out_path: Pat
             for s in samples:
                 c = correctness(s, metric_names)
                 mark = '<span class="ok">✓</span>' if c == 1.0 else '<span class="bad">✗</span>' if c == 0.0 else '<span class="muted">–</span>'
-                t = s.trace or {}
-                code = t.get("binary_code")
+                t = s.trace
+                code = t.binary_code if t else None
                 rel = f"{sum(1 for x in code if x)}/{len(code)}" if code is not None else "–"
                 g = grounding(s)
                 gtxt = ("needle not sampled" if g and not g["sampled"] else
@@ -667,7 +662,7 @@ def _render_html(runs: list[Run], notes: list[str], log_dir: Path, out_path: Pat
                 status = (f'<span class="bad">failed: {_e(s.error.get("error"))}: {_e(s.error.get("cause"))}</span>' if s.error else
                           "ok" if s.trace else '<span class="muted">no trace</span>')
                 needle = f"[{s.needle[0]}, {s.needle[1]})" if s.needle else "–"
-                alpha = _f(t.get("alpha")) if code is not None else "–"
+                alpha = _f(t.alpha) if code is not None else "–"
                 row_class = ' class="fail"' if s.error else ""
                 pred = _e(s.prediction) if s.prediction else '<span class="muted">(empty)</span>'
                 w(f"<tr{row_class}><td class=\"num\">{_e(s.doc_id)}</td><td>{_e(s.target)}</td>"
@@ -721,7 +716,45 @@ def _build(log_dir, out_path, strips, video_root, max_strips, strip_thumb) -> tu
 
 
 # -- command line ----------------------------------------------------------------------------------
+def summary_rows(runs: list[Run]) -> list[dict]:
+    """One row per (run, task): samples, the task's headline metric, grounding (mean recall over the
+    samples whose needle was sampled; None without codes or needles), median seconds per sample, failed."""
+    rows = []
+    for r in runs:
+        for task in sorted(r.results):
+            if not isinstance(r.results[task], dict) or task not in r.samples:
+                continue
+            samples = r.samples.get(task, [])
+            metrics = [(k, v) for k, v in r.results[task].items() if k.endswith(",none") and "stderr" not in k and _num(v) is not None]
+            recalls = [g["recall"] for s in samples if (g := grounding(s)) is not None and g["recall"] is not None]
+            times = [t for s in samples if (t := _total_time(s.trace)) is not None]
+            eff = (r.n_samples.get(task) or {}).get("effective")
+            rows.append({"model": r.model, "task": task, "n": eff if eff is not None else len(samples),
+                         "metric": metrics[0][0].split(",")[0] if metrics else None, "value": _num(metrics[0][1]) if metrics else None,
+                         "grounding": _mean(recalls), "seconds": _median(times),
+                         "failed": sum(1 for e in r.errors if str(e.get("task")) == task)})
+    return rows
+
+
+def format_summary(rows: list[dict]) -> str:
+    """The rows of :func:`summary_rows` as a fixed-width table."""
+    def fmt(x, spec=".3f"):
+        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+    lines = [f"{'model':14s} {'task':24s} {'n':>4s} {'metric':>16s} {'value':>8s} {'grounding':>10s} {'s/sample':>9s} {'failed':>6s}"]
+    for row in rows:
+        lines.append(f"{row['model']:14s} {row['task']:24s} {row['n']!s:>4s} {str(row['metric'] or '-'):>16s} {fmt(row['value']):>8s} "
+                     f"{fmt(row['grounding']):>10s} {fmt(row['seconds'], '.2f'):>9s} {row['failed']:>6d}")
+    return "\n".join(lines)
+
+
 def report_command(args) -> int:
+    if args.text:
+        runs, notes = load_runs(args.log_dir)
+        print(format_summary(summary_rows(runs)))
+        for path in sorted({str(r.results_path) for r in runs}):
+            print(f"results: {path}")
+        return 0
     out = Path(args.out) if args.out else Path(args.log_dir) / "report.html"
     path, runs = _build(args.log_dir, out, not args.no_strips, args.video_root,
                         None if args.all_strips else args.max_strips, args.strip_thumb)
@@ -743,5 +776,6 @@ def add_parser(subparsers):
     p.add_argument("--max-strips", type=int, default=200, help="draw at most this many strips (default 200)")
     p.add_argument("--all-strips", action="store_true", help="draw a strip for every sample with a trace")
     p.add_argument("--strip-thumb", type=int, default=64, help="thumbnail width in the strips (default 64)")
+    p.add_argument("--text", action="store_true", help="print a table (per run and task: metric, grounding, s/sample, failed) instead")
     p.set_defaults(func=report_command)
     return p

@@ -1,5 +1,0 @@
-import sys
-
-from cos.cli import main
-
-sys.exit(main())

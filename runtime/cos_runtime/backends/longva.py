@@ -1,0 +1,189 @@
+"""LongVA-7B as a runtime backend: its options, loader, frame-sampling rule and test checkpoints.
+
+``longva`` knows nothing of CoS and ``cos`` imports no model; :class:`LongVABackend` is the one place that
+knows both, behind :class:`cos.protocol.VideoLM`. Registered in :mod:`cos_runtime.registry` as
+``longva`` (lmms-eval models ``longva`` and ``cos_longva``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cos.errors import ConfigError
+from cos.options import as_bool, choice, option, positive_int, validate
+from cos.protocol import ModelFacts, VideoInfo
+from cos.video import BACKENDS as DECODERS
+from cos.video import SampledVideo
+from cos.video import sample_frames as _sample_uniform
+
+#: attention kernels LongVA's language model can run with
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+
+
+def _pool_stride(name: str, value) -> int:
+    if positive_int(name, value) != 2:
+        raise ConfigError(f"{name}={value!r}: LongVA uses 2")
+    return 2
+
+
+@dataclass
+class Options:
+    """LongVA's options; names follow lmms-eval's builtin ``longva`` model, so its commands carry over."""
+
+    pretrained: str = option("lmms-lab/LongVA-7B", flags=("--model",), help="checkpoint directory or hub id (original LongVA format)")
+    max_frames_num: int = option(128, read=positive_int, flags=("--frames",),
+                                 help="frames sampled uniformly: np.linspace(0, total - 1, n, dtype=int)")
+    video_decode_backend: str = option("decord", read=choice(DECODERS), flags=("--decoder",),
+                                       help="video decoder: decord, pyav, or auto (decord, falling back to PyAV)")
+    attn_implementation: str = option("sdpa", read=choice(ATTN_IMPLEMENTATIONS), help="attention kernel of the language model")
+    encode_chunk_size: int = option(32, read=positive_int, identity=False, help="frames per vision-tower forward")
+    # accepted for compatibility with lmms-eval's builtin longva; fixed by LongVA's design
+    conv_template: str = option("qwen_1_5", read=choice(("qwen_1_5",)), identity=False, cli=False)
+    model_name: str = option("llava_qwen", read=choice(("llava_qwen", "longva")), identity=False, cli=False)
+    truncation: bool = option(True, read=as_bool, identity=False, cli=False)
+    use_cache: bool = option(True, read=as_bool, identity=False, cli=False)
+    mm_spatial_pool_mode: str = option("average", read=choice(("average",)), identity=False, cli=False)
+    mm_spatial_pool_stride: int = option(2, read=_pool_stride, identity=False, cli=False)
+
+    def __post_init__(self):
+        validate(self)
+
+
+def _ids(value) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    return (int(value),) if isinstance(value, int) else tuple(int(v) for v in value)
+
+
+class LongVABackend:
+    """A :class:`~cos.protocol.VideoLM` (with prefill) over ``longva.LongVAForCausalLM`` + ``longva.LongVAProcessor``."""
+
+    def __init__(self, model, processor, encode_chunk_size: int = 32):
+        self.model = model
+        self.processor = processor
+        self.encode_chunk_size = encode_chunk_size
+        limit = model.config.tokenizer_model_max_length
+        self._facts = ModelFacts(
+            name="longva",
+            context_budget=int(limit) if limit else None,
+            tokens_per_frame=int(model.tokens_per_frame),
+            repetition_penalty=float(getattr(model.generation_config, "repetition_penalty", None) or 1.0),
+            independent_frames=True,  # CLIP per frame, pooled per frame, no separators
+            eos_token_ids=_ids(getattr(model.generation_config, "eos_token_id", None)),
+        )
+
+    @property
+    def facts(self) -> ModelFacts:
+        return self._facts
+
+    @property
+    def repetition_penalty(self) -> float:
+        return self._facts.repetition_penalty
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        return self.processor.preprocess(frames).to(device=self.device, dtype=self.dtype)
+
+    def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_frames(pixel_values, chunk_size=self.encode_chunk_size)
+
+    def prompt_ids(self, question: str, video: VideoInfo | None = None) -> torch.Tensor:
+        return self.processor.prompt_ids(question).to(self.device)  # LongVA's prompt does not state frame times
+
+    def embed_prompt(self, prompt_ids: torch.Tensor, frame_features: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_prompt(prompt_ids, frame_features)
+
+    def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of text tokens ``(B, t)`` (a naive decoder appends its tokens with these)."""
+        return self.model.language_model.get_input_embeddings()(token_ids.to(self.device))
+
+    def forward_logits(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.model.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
+        return out.logits[:, -1].float()
+
+    #: tokens per forward when a prefill continues a cache. A continuation needs an explicit
+    #: (query × key) attention mask, so an unchunked 18k-token suffix would materialise an 18k × 18k
+    #: mask (~650 MB in bf16); chunks bound it, and the activations, at chunk × L.
+    prefill_chunk = 2048
+
+    def prefill(self, inputs_embeds: torch.Tensor, cache=None):
+        from transformers import DynamicCache
+
+        lm = self.model.language_model
+        if cache is None:  # from scratch: plain causal attention, no mask is built
+            return lm(inputs_embeds=inputs_embeds, cache=DynamicCache(config=lm.config), use_cache=True, logits_to_keep=1).cache
+        for start in range(0, inputs_embeds.shape[1], self.prefill_chunk):
+            chunk = inputs_embeds[:, start : start + self.prefill_chunk]
+            cache = lm(inputs_embeds=chunk, cache=cache, use_cache=True, logits_to_keep=1).cache
+        return cache
+
+    def decode_step(self, inputs_embeds: torch.Tensor, cache) -> torch.Tensor:
+        """One cached forward of ``inputs_embeds (B, 1, D)`` on ``cache`` -> last logits (benchmarks)."""
+        return self.model.language_model(inputs_embeds=inputs_embeds, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+
+    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
+        return self.model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.processor.decode(token_ids)
+
+    def token_id(self, text: str) -> int:
+        ids = self.processor.tokenizer(text, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise ConfigError(f"{text!r} is not a single token for this tokenizer (ids {ids})")
+        return int(ids[0])
+
+
+def load(options: Options, device: str, dtype: torch.dtype) -> LongVABackend:
+    """Load LongVA (a hub id or a checkpoint directory in the original format) as a VideoLM."""
+    from longva import LongVAForCausalLM, LongVAProcessor
+    from longva.checkpoint import CheckpointError
+
+    try:
+        model = LongVAForCausalLM.from_pretrained(options.pretrained, torch_dtype=dtype, device_map=device,
+                                                  attn_implementation=options.attn_implementation)
+        processor = LongVAProcessor.from_pretrained(options.pretrained)
+    except (CheckpointError, FileNotFoundError) as err:  # as a CosError, so `cos run` and the harness report it without a traceback
+        raise ConfigError(f"cannot load LongVA from {options.pretrained!r}: {err}") from err
+    model.eval()
+    return LongVABackend(model, processor, encode_chunk_size=options.encode_chunk_size)
+
+
+def sample_frames(path, options: Options) -> SampledVideo:
+    """LongVA's rule: ``max_frames_num`` frames at ``np.linspace(0, total - 1, n, dtype=int)``."""
+    return _sample_uniform(path, options.max_frames_num, backend=options.video_decode_backend)
+
+
+def make_test_checkpoint(out_dir, size: str = "tiny", seed: int = 0):
+    """A random checkpoint in the original format (``tiny``: tests; ``small``: LongVA's token geometry)."""
+    from longva.tiny import build_tiny_longva
+
+    return build_tiny_longva(out_dir, seed=seed, size=size)
+
+
+def load_path(pretrained: str, device: str | None = None, torch_dtype="auto", attn_implementation: str = "sdpa",
+              encode_chunk_size: int = 32) -> LongVABackend:
+    """Shortcut: LongVA from a path with default options (tests, notebooks)."""
+    from cos.device import normalise_device, resolve_dtype
+
+    device = normalise_device(device)
+    options = Options(pretrained=str(pretrained), attn_implementation=attn_implementation, encode_chunk_size=encode_chunk_size)
+    return load(options, device, resolve_dtype(torch_dtype, device))
+
+
+def add_parser(subparsers):
+    """``cos make-tiny-longva OUT [--size tiny|small] [--seed S]``."""
+    from longva.tiny import add_parser as add_tiny
+
+    return add_tiny(subparsers)
