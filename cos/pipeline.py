@@ -24,7 +24,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from cos.compose import BLACK, ORDER_CHOICES, gather_features, negative_map, positive_map, resolve_alpha
-from cos.decoding import co_reasoning_generate
+from cos.decoding import co_reasoning_generate, stack_streams
 from cos.errors import ConfigError
 from cos.grounding import binary_code, summary
 from cos.options import choice, number, option, positive_int, validate
@@ -35,6 +35,8 @@ from cos.shots import LEFTOVER_CHOICES, make_mosaics, shot_groups
 from cos.trace import CoSTrace, StageTimer
 
 METHODS = ("cos", "uniform")
+#: values of ``CoSConfig.stream_times``
+STREAM_TIMES = ("shown", "original")
 
 
 @dataclass
@@ -100,6 +102,11 @@ class CoSConfig:
     #: "always" / "never" force either (see README, "Cost").
     share_prefix: str = option("auto", read=choice(SHARE_PREFIX_CHOICES), identity=False,
                                help="prefill X/Sp/Sn prefixes once: auto (when it saves >= 25%% of the tokens), always, never")
+    #: For models whose prompt states frame times (LLaVA-Video's time instruction): "shown" — each stream
+    #: states the times of the frames it shows (Sp's frame i is sampled frame pos[i]); "original" — all
+    #: three streams state X's times. The paper does not say; models without times are not affected.
+    stream_times: str = option("shown", read=choice(STREAM_TIMES),
+                               help="frame times a composed stream's prompt states: shown (its own frames') or original (X's)")
 
     def __post_init__(self):
         validate(self)
@@ -232,30 +239,48 @@ class CoSPipeline:
             return Composition(positive=positive_map(code), negative=negative_map(code, order=self.config.negative_order),
                                alpha_eq9=resolve_alpha(self.config.alpha, code))
 
-    def streams(self, frames: np.ndarray, features: torch.Tensor, prompt_ids: torch.Tensor, comp: Composition,
-                timer: StageTimer) -> tuple[torch.Tensor, str]:
-        """Embeddings ``(3, L, D)`` of X, Sp and Sn, and how Sp/Sn got their frame features: ``gathered``
+    def stream_prompts(self, question: str, prompt_ids: torch.Tensor, video: VideoInfo | None, comp: Composition) -> list[torch.Tensor]:
+        """The prompt of X, Sp and Sn. They differ only for a model whose prompt states frame times, with
+        ``stream_times="shown"``: then Sp and Sn state the times of the frames they show."""
+        if video is None or self.config.stream_times == "original":
+            return [prompt_ids] * 3
+        return [prompt_ids] + [self.model.prompt_ids(question, video.shown(m)) for m in (comp.positive, comp.negative)]
+
+    def streams(self, frames: np.ndarray, features: torch.Tensor, prompts: list[torch.Tensor], comp: Composition,
+                timer: StageTimer) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+        """Embeddings ``(3, L, D)`` of X, Sp and Sn (left-padded, with their attention mask, when the
+        prompts differ in length; else mask None), and how Sp/Sn got their frame features: ``gathered``
         from X's by index, or ``encoded`` from composed frames when the model's frame features are not
         independent per frame."""
         if self._independent_frames():
             with timer("splice"):
                 black = self.black_features(frames.shape[1:]) if (comp.negative == BLACK).any() else None
                 feats = [features, gather_features(features, comp.positive, black), gather_features(features, comp.negative, black)]
-                return torch.cat([self.model.embed_prompt(prompt_ids, f) for f in feats], dim=0), "gathered"
-        padded = np.concatenate([frames, np.zeros_like(frames[:1])])  # index -1 (BLACK) is the black frame
-        feats = [features, self.encode(padded[comp.positive], timer), self.encode(padded[comp.negative], timer)]
+                how = "gathered"
+        else:
+            padded = np.concatenate([frames, np.zeros_like(frames[:1])])  # index -1 (BLACK) is the black frame
+            feats = [features, self.encode(padded[comp.positive], timer), self.encode(padded[comp.negative], timer)]
+            how = "encoded"
         with timer("splice"):
-            return torch.cat([self.model.embed_prompt(prompt_ids, f) for f in feats], dim=0), "encoded"
+            rows = [self.model.embed_prompt(p, f) for p, f in zip(prompts, feats)]
+            if len({r.shape[1] for r in rows}) == 1:
+                return torch.cat(rows, dim=0), None, how
+            embeds, mask = stack_streams(rows)
+            return embeds, mask, how
 
-    def decode(self, embeds: torch.Tensor, gen: GenerationOptions, timer: StageTimer, alpha: float | None) -> tuple[list[int], int, dict]:
+    def decode(self, embeds: torch.Tensor, gen: GenerationOptions, timer: StageTimer, alpha: float | None,
+               mask: torch.Tensor | None = None) -> tuple[list[int], int, dict]:
         """Greedy co-reasoning over ``embeds`` rows (X, Sp, Sn) with ``alpha`` (Eq. 8), or, with
-        ``alpha=None``, the model's own ``generate`` on one stream. Returns (tokens, steps, prefill facts)."""
+        ``alpha=None``, the model's own ``generate`` on one stream. ``mask``: the left-padding mask of
+        streams of different lengths (None: none padded). Returns (tokens, steps, prefill facts)."""
         clock = _StepClock(self._sync)
-        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        padded = mask is not None and not bool(mask.all())
+        if mask is None:
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
         start = time.perf_counter()
         extra, facts = {}, {}
         with torch.inference_mode():
-            if alpha is not None and isinstance(self.model, SupportsPrefill):
+            if alpha is not None and isinstance(self.model, SupportsPrefill) and not padded:
                 # The three streams are prefilled one after another into their own caches (peak memory of
                 # one stream's activations), each shared prefix once when that pays (cos.prefix); the
                 # stacked caches then decode as one batch of 3.
@@ -335,8 +360,10 @@ class CoSPipeline:
             tokens, steps, prefill = self.decode(embeds, gen, timer, alpha=None)
             streams = 1
         else:
-            embeds, how = self.streams(frames, features, prompt_ids, comp, timer)
-            tokens, steps, prefill = self.decode(embeds, gen, timer, alpha=comp.alpha)
+            with timer("prompt"):
+                prompts = self.stream_prompts(question, prompt_ids, video, comp)
+            embeds, mask, how = self.streams(frames, features, prompts, comp, timer)
+            tokens, steps, prefill = self.decode(embeds, gen, timer, alpha=comp.alpha, mask=mask)
             streams = 3
         text = gen.cut(self.model.decode(tokens))
         return Answer(text=text, trace=self._trace(method, question, n, grounding, comp, how, streams, prefill, text, tokens, steps,

@@ -65,13 +65,24 @@ class VideoInfo:
     fps: float = 0.0
     duration: float = 0.0
     total_frames: int = 0
+    times: tuple[float, ...] | None = None  #: seconds per sampled frame when the sampling rule states them
 
     @property
     def frame_times(self) -> tuple[float, ...] | None:
-        """Seconds of each sampled frame (None when the frame rate is unknown)."""
+        """Seconds of each sampled frame: the sampling rule's own times, else index / fps (None when unknown)."""
+        if self.times is not None:
+            return tuple(self.times)
         if not self.fps:
             return None
         return tuple(i / self.fps for i in self.frame_indices)
+
+    def shown(self, index_map) -> VideoInfo:
+        """The video a composed stream shows: frame ``i`` is sampled frame ``index_map[i]`` (-1, a black
+        frame, keeps position ``i``'s own index and time)."""
+        idx = [int(j) if int(j) >= 0 else i for i, j in enumerate(index_map)]
+        times = self.frame_times
+        return VideoInfo(frame_indices=tuple(self.frame_indices[j] for j in idx), fps=self.fps, duration=self.duration,
+                         total_frames=self.total_frames, times=None if times is None else tuple(times[j] for j in idx))
 
 
 @runtime_checkable

@@ -39,6 +39,7 @@ class CoSTrace:
     frame_indices: list[int] = field(default_factory=list)  #: source frame of each sampled frame
     total_frames: int | None = None  #: decodable frames in the video
     fps: float | None = None  #: frame rate (0.0 when unknown)
+    frame_times: list[float] | None = None  #: seconds of each sampled frame, when the sampling rule states them
     duration: float | None = None  #: seconds
     num_frames: int = 0  #: frames sampled (n)
     # -- grounding (CoS only; None for the baseline)

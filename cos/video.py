@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +92,17 @@ def frame_indices(total_frames: int, num_frames: int) -> np.ndarray:
     return np.linspace(0, total_frames - 1, num_frames, dtype=int)
 
 
+#: a sampling rule: ``(total_frames, fps) -> source indices`` (fps 0.0 when unknown)
+IndexRule = Callable[[int, float], np.ndarray]
+
+
+def _checked(indices, total: int) -> np.ndarray:
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size == 0 or idx.min() < 0 or idx.max() >= total or (np.diff(idx) < 0).any():
+        raise ConfigError(f"a sampling rule must give non-decreasing indices in [0, {total}), got {idx[:8].tolist()}...")
+    return idx
+
+
 @dataclass
 class SampledVideo:
     """Frames sampled from one video file."""
@@ -102,6 +114,7 @@ class SampledVideo:
     duration: float  #: seconds, ``total_frames / fps`` (container duration when fps is unknown)
     path: str
     backend: str  #: "decord", "pyav" or "frames" (a folder of images): what produced the frames
+    times: np.ndarray | None = None  #: seconds per sampled frame, when a sampling rule states its own
 
 
 class _BackendUnavailable(Exception):
@@ -171,7 +184,7 @@ def _as_rgb_batch(frames: np.ndarray, path: str, n: int) -> np.ndarray:
     return np.ascontiguousarray(frames[..., :3])
 
 
-def _sample_decord(path: str, num_frames: int) -> SampledVideo:
+def _sample_decord(path: str, rule: IndexRule) -> SampledVideo:
     decord = _import_decord()
     vr = None
     try:
@@ -180,7 +193,7 @@ def _sample_decord(path: str, num_frames: int) -> SampledVideo:
         if total < 1:
             raise VideoDecodeError(path, "the video stream has no decodable frames")
         fps = float(vr.get_avg_fps() or 0.0)
-        indices = frame_indices(total, num_frames)
+        indices = _checked(rule(total, fps), total)
         batch = vr.get_batch(indices)
         frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
     except VideoDecodeError:
@@ -289,14 +302,14 @@ def _decode_checked(container, stream, path: str):
         position += 1
 
 
-def _sample_pyav(path: str, num_frames: int) -> SampledVideo:
+def _sample_pyav(path: str, rule: IndexRule) -> SampledVideo:
     av = _import_av()
     try:
         total, fps, container_duration = _pyav_probe(av, path)
         if total < 1:
             raise VideoDecodeError(path, "the video stream has no decodable frames")
         for _attempt in range(2):
-            indices = frame_indices(total, num_frames)
+            indices = _checked(rule(total, fps), total)
             frames, decoded = _pyav_decode(av, path, indices)
             if decoded < 1:
                 raise VideoDecodeError(path, "the video stream has no decodable frames")
@@ -326,11 +339,11 @@ def _frame_files(path: str) -> list[str]:
     return sorted(files, key=_natural_key)
 
 
-def _sample_folder(path: str, files: list[str], num_frames: int) -> SampledVideo:
+def _sample_folder(path: str, files: list[str], rule: IndexRule) -> SampledVideo:
     """A folder of frame images as a video: the files in natural order are its frames."""
     from PIL import Image
 
-    indices = frame_indices(len(files), num_frames)
+    indices = _checked(rule(len(files), 0.0), len(files))
     opened: dict[int, np.ndarray] = {}
     size = None
     for i in sorted(set(indices.tolist())):
@@ -345,8 +358,10 @@ def _sample_folder(path: str, files: list[str], num_frames: int) -> SampledVideo
     return SampledVideo(frames, indices.astype(np.int64), len(files), 0.0, 0.0, path, "frames")
 
 
-def sample_frames(path: str | os.PathLike, num_frames: int, backend: str = "auto") -> SampledVideo:
-    """Decode the ``num_frames`` frames at :func:`frame_indices` of the video at ``path``.
+def sample_frames(path: str | os.PathLike, num_frames: int | None, backend: str = "auto", *, rule: IndexRule | None = None) -> SampledVideo:
+    """Decode the ``num_frames`` frames at :func:`frame_indices` of the video at ``path``; or, with
+    ``rule(total_frames, fps) -> indices`` (non-decreasing, in ``[0, total)``), the frames a backend's own
+    sampling rule picks (``num_frames`` is then ignored).
 
     ``backend``: ``"decord"`` (LongVA's reader), ``"pyav"``, or ``"auto"`` (decord, falling back to
     PyAV when decord is missing or fails on this file). Raises :class:`VideoDecodeError` for any
@@ -354,7 +369,9 @@ def sample_frames(path: str | os.PathLike, num_frames: int, backend: str = "auto
     that is not installed. A folder of frame images is read as a video whatever ``backend`` says (see
     "Frame folders" above).
     """
-    num_frames = _check_count("num_frames", num_frames)
+    if rule is None:
+        num_frames = _check_count("num_frames", num_frames)
+        rule = lambda total, fps: frame_indices(total, num_frames)  # noqa: E731 - the default rule
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     path = os.fspath(path)
@@ -364,22 +381,22 @@ def sample_frames(path: str | os.PathLike, num_frames: int, backend: str = "auto
         files = _frame_files(path)
         if not files:
             raise VideoDecodeError(path, f"is a directory without frame images ({', '.join(FRAME_EXTENSIONS)}), not a video")
-        return _sample_folder(path, files, num_frames)
+        return _sample_folder(path, files, rule)
     _check_file(path)
 
     if backend != "auto":
         sampler = _sample_decord if backend == "decord" else _sample_pyav
         try:
-            return sampler(path, num_frames)
+            return sampler(path, rule)
         except _BackendUnavailable as err:
             raise ConfigError(f"video backend {backend!r} is unavailable: {err}") from err
 
     try:
-        return _sample_decord(path, num_frames)
+        return _sample_decord(path, rule)
     except (_BackendUnavailable, VideoDecodeError) as err:
         first = err.cause if isinstance(err, VideoDecodeError) else str(err)
     try:
-        return _sample_pyav(path, num_frames)
+        return _sample_pyav(path, rule)
     except VideoDecodeError as err:
         raise VideoDecodeError(path, f"{err.cause} (decord also failed: {first})") from err
     except _BackendUnavailable as err:

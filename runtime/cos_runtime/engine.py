@@ -150,6 +150,8 @@ class Engine:
                 video = self.module.sample_frames(visual, self.opts.backend)
                 info = {"video": str(visual), "frame_indices": video.indices.tolist(), "total_frames": int(video.total_frames),
                         "fps": float(video.fps), "duration": float(video.duration), "decoder": video.backend}
+                if video.times is not None:
+                    info["frame_times"] = [float(t) for t in video.times]
                 return video.frames, info
             if isinstance(visual, (list, tuple)):
                 frames, indices = frames_from_images(visual, self.opts.backend.max_frames_num)
@@ -162,8 +164,10 @@ class Engine:
         self.check_question(question, self.opts.backend.max_frames_num)
         frames, info = self.load_frames(visual, timer)
         key = self.score_cache_key(info, frames, question) if self.method == "cos" else None
+        times = info.get("frame_times")
         video = VideoInfo(frame_indices=tuple(info["frame_indices"]), fps=float(info.get("fps") or 0.0),
-                          duration=float(info.get("duration") or 0.0), total_frames=int(info["total_frames"]))
+                          duration=float(info.get("duration") or 0.0), total_frames=int(info["total_frames"]),
+                          times=None if times is None else tuple(times))
         result = self.pipeline.answer(frames, question, method=self.method, gen=gen, timer=timer, score_cache_key=key, video=video)
         result.trace.update(backend=self.spec.name, **info)
         result.trace.timings["total"] = time.perf_counter() - start

@@ -7,18 +7,17 @@ knows both, behind :class:`cos.protocol.VideoLM`. Registered in :mod:`cos_runtim
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from cos.errors import ConfigError
 from cos.options import as_bool, choice, option, positive_int, validate
-from cos.protocol import ModelFacts, VideoInfo
+from cos.protocol import VideoInfo
 from cos.video import BACKENDS as DECODERS
 from cos.video import SampledVideo
 from cos.video import sample_frames as _sample_uniform
+from cos_runtime.backends.common import SplicedVideoLM
 
 #: attention kernels LongVA's language model can run with
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
@@ -53,96 +52,15 @@ class Options:
         validate(self)
 
 
-def _ids(value) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    return (int(value),) if isinstance(value, int) else tuple(int(v) for v in value)
-
-
-class LongVABackend:
+class LongVABackend(SplicedVideoLM):
     """A :class:`~cos.protocol.VideoLM` (with prefill) over ``longva.LongVAForCausalLM`` + ``longva.LongVAProcessor``."""
 
     def __init__(self, model, processor, encode_chunk_size: int = 32):
-        self.model = model
-        self.processor = processor
-        self.encode_chunk_size = encode_chunk_size
-        limit = model.config.tokenizer_model_max_length
-        self._facts = ModelFacts(
-            name="longva",
-            context_budget=int(limit) if limit else None,
-            tokens_per_frame=int(model.tokens_per_frame),
-            repetition_penalty=float(getattr(model.generation_config, "repetition_penalty", None) or 1.0),
-            independent_frames=True,  # CLIP per frame, pooled per frame, no separators
-            eos_token_ids=_ids(getattr(model.generation_config, "eos_token_id", None)),
-        )
-
-    @property
-    def facts(self) -> ModelFacts:
-        return self._facts
-
-    @property
-    def repetition_penalty(self) -> float:
-        return self._facts.repetition_penalty
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.dtype
-
-    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
-        return self.processor.preprocess(frames).to(device=self.device, dtype=self.dtype)
-
-    def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_frames(pixel_values, chunk_size=self.encode_chunk_size)
+        super().__init__(model, processor, encode_chunk_size)
+        self._facts = self.make_facts("longva", independent_frames=True)  # CLIP per frame, pooled per frame, no separators
 
     def prompt_ids(self, question: str, video: VideoInfo | None = None) -> torch.Tensor:
         return self.processor.prompt_ids(question).to(self.device)  # LongVA's prompt does not state frame times
-
-    def embed_prompt(self, prompt_ids: torch.Tensor, frame_features: torch.Tensor) -> torch.Tensor:
-        return self.model.embed_prompt(prompt_ids, frame_features)
-
-    def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Input embeddings of text tokens ``(B, t)`` (a naive decoder appends its tokens with these)."""
-        return self.model.language_model.get_input_embeddings()(token_ids.to(self.device))
-
-    def forward_logits(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.model.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
-        return out.logits[:, -1].float()
-
-    #: tokens per forward when a prefill continues a cache. A continuation needs an explicit
-    #: (query × key) attention mask, so an unchunked 18k-token suffix would materialise an 18k × 18k
-    #: mask (~650 MB in bf16); chunks bound it, and the activations, at chunk × L.
-    prefill_chunk = 2048
-
-    def prefill(self, inputs_embeds: torch.Tensor, cache=None):
-        from transformers import DynamicCache
-
-        lm = self.model.language_model
-        if cache is None:  # from scratch: plain causal attention, no mask is built
-            return lm(inputs_embeds=inputs_embeds, cache=DynamicCache(config=lm.config), use_cache=True, logits_to_keep=1).cache
-        for start in range(0, inputs_embeds.shape[1], self.prefill_chunk):
-            chunk = inputs_embeds[:, start : start + self.prefill_chunk]
-            cache = lm(inputs_embeds=chunk, cache=cache, use_cache=True, logits_to_keep=1).cache
-        return cache
-
-    def decode_step(self, inputs_embeds: torch.Tensor, cache) -> torch.Tensor:
-        """One cached forward of ``inputs_embeds (B, 1, D)`` on ``cache`` -> last logits (benchmarks)."""
-        return self.model.language_model(inputs_embeds=inputs_embeds, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-
-    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
-        return self.model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.processor.decode(token_ids)
-
-    def token_id(self, text: str) -> int:
-        ids = self.processor.tokenizer(text, add_special_tokens=False).input_ids
-        if len(ids) != 1:
-            raise ConfigError(f"{text!r} is not a single token for this tokenizer (ids {ids})")
-        return int(ids[0])
 
 
 def load(options: Options, device: str, dtype: torch.dtype) -> LongVABackend:
