@@ -39,15 +39,17 @@ class Options:
     max_frames_num: int = option(8, read=positive_int, flags=("--frames",), help="frames sampled uniformly")
     video_decode_backend: str = option("pyav", read=choice(DECODERS), flags=("--decoder",), help="video decoder")
     independent_frames: bool = option(True, read=as_bool, help="declare frame features independent (False: the pipeline encodes Sp/Sn)")
+    state_times: bool = option(False, read=as_bool, help="the prompt states each frame's time (as LLaVA-Video's time instruction)")
 
     def __post_init__(self):
         validate(self)
 
 
 class FakeVideoLM:
-    def __init__(self, lm, proj: torch.Tensor, independent_frames: bool = True):
+    def __init__(self, lm, proj: torch.Tensor, independent_frames: bool = True, state_times: bool = False):
         self.lm = lm.eval()
         self.proj = proj
+        self.state_times = state_times
         self._facts = ModelFacts(name="fake", context_budget=None, tokens_per_frame=4, independent_frames=independent_frames,
                                  eos_token_ids=(EOS,))
 
@@ -70,7 +72,9 @@ class FakeVideoLM:
         return quads.flatten(2).transpose(1, 2) @ self.proj  # (N, 4, D)
 
     def prompt_ids(self, question: str, video=None) -> torch.Tensor:
-        ids = [OFFSET + b for b in b"Video: "] + [PLACEHOLDER] + [OFFSET + b for b in f"\n{question}\nAnswer:".encode()]
+        times = video.frame_times if (self.state_times and video is not None) else None
+        said = f"\nFrames at {','.join(f'{t:g}s' for t in times)}." if times else ""
+        ids = [OFFSET + b for b in b"Video: "] + [PLACEHOLDER] + [OFFSET + b for b in f"{said}\n{question}\nAnswer:".encode()]
         return torch.tensor([ids])
 
     def embed_prompt(self, prompt_ids: torch.Tensor, frame_features: torch.Tensor) -> torch.Tensor:
@@ -122,7 +126,7 @@ def load(options: Options, device: str, dtype: torch.dtype) -> FakeVideoLM:
         raise ConfigError(f"no fake checkpoint at {options.pretrained!r}")
     lm = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
     proj = torch.tensor(json.loads((path / "vision.json").read_text()), dtype=torch.float32)
-    return FakeVideoLM(lm, proj, independent_frames=options.independent_frames)
+    return FakeVideoLM(lm, proj, independent_frames=options.independent_frames, state_times=options.state_times)
 
 
 def sample_frames(path, options: Options):

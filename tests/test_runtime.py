@@ -97,6 +97,30 @@ def test_a_backend_without_prefill_matches_the_naive_reference(fake_dir, frames,
     assert x_only != want  # the positive and negative videos changed the answer
 
 
+@pytest.mark.parametrize("stream_times", ["shown", "original"])
+def test_a_prompt_that_states_frame_times_states_each_streams_own(fake_dir, frames, stream_times):
+    """LLaVA-Video's time instruction: with "shown", Sp and Sn state the times of the frames they show (so the
+    three prompts differ in length and the streams are left-padded); with "original", X's times."""
+    from cos.protocol import VideoInfo
+
+    model = fake_backend.load(fake_backend.Options(pretrained=str(fake_dir), state_times=True), "cpu", torch.float32)
+    video = VideoInfo(frame_indices=tuple(range(0, 80, 10)), fps=2.0, duration=40.0, total_frames=80)  # times 0, 5, ..., 35 s
+    pipe = CoSPipeline(model, FixedScorer([0, 1, 0, 0]), CoSConfig(shot_size=2, stream_times=stream_times))
+    trace = pipe.answer(frames, QUESTION, gen=GenerationOptions(max_new_tokens=6), video=video).trace
+    assert trace.streams == 3 and trace.binary_code == [0, 0, 1, 1, 0, 0, 0, 0]
+    shown = [video, video.shown(trace.positive_map), video.shown(trace.negative_map)]
+    if stream_times == "original":
+        shown = [video] * 3
+    prompts = [model.prompt_ids(QUESTION, v) for v in shown]
+    assert (len({p.shape[1] for p in prompts}) > 1) == (stream_times == "shown")
+    assert video.shown(trace.positive_map).frame_times[0] == 10.0  # Sp's first frame is sampled frame 2 (source frame 20, 10 s)
+    padded = np.concatenate([frames, np.zeros_like(frames[:1])])
+    maps = [np.arange(len(frames)), np.array(trace.positive_map), np.array(trace.negative_map)]
+    streams = [model.embed_prompt(p, model.encode_frames(model.preprocess(padded[m]))) for p, m in zip(prompts, maps)]
+    want = _naive(model, streams, trace.alpha, len(trace.answer_tokens), fake_backend.EOS)  # unpadded, one stream at a time
+    assert trace.answer_tokens == want
+
+
 def test_a_backend_is_one_module_and_one_registry_line(tmp_path, fake_dir, needle_data, capsys, monkeypatch):
     from importlib.metadata import entry_points
 
