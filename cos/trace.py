@@ -73,6 +73,7 @@ class CoSTrace:
     task: str | None = None  #: lmms-eval task
     split: str | None = None  #: its split
     doc_id: int | None = None  #: the document's id in that split
+    prompt_from: str | None = None  #: the lmms-eval model id whose task prompt was answered, when not the model's own
     error: str | None = None  #: null, or the cause when the sample failed
     schema: int = TRACE_SCHEMA  #: layout version of this record
 

@@ -200,3 +200,31 @@ def test_two_machines_on_loopback_give_the_same_predictions_as_one(tmp_path, tin
     assert _samples(out, logs[1][-3000:]) == one_process
     summaries = [line for log in logs for line in log.splitlines() if line.startswith("COS-SUMMARY")]
     assert sorted(line.split()[2] for line in summaries) == ["rank=0", "rank=1"] and all("world=2" in line for line in summaries)
+
+
+def test_cos_answers_the_prompt_the_task_gives_its_baseline(tmp_path, tiny_longva_dir, needle_tasks):
+    """A task with a prompt entry for the baseline's id (videomme has one for llava_vid) gives that prompt to
+    --model longva; --model cos_longva answers the same prompt (prompt_as_baseline, the default)."""
+    import yaml
+
+    root = tmp_path / "tasks"
+    shutil.copytree(needle_tasks["good"], root)
+    task_yaml = root / "cos_needle" / "cos_needle.yaml"
+    text = task_yaml.read_text()
+    entry = '  longva:\n    pre_prompt: "BASELINE-ONLY PROMPT. "\n    post_prompt: "\\nThe best answer is:"\n'
+    task_yaml.write_text(text.replace("lmms_eval_specific_kwargs:\n", "lmms_eval_specific_kwargs:\n" + entry))
+    assert "longva" in yaml.safe_load(task_yaml.read_text().replace("!function ", ""))["lmms_eval_specific_kwargs"]
+    args = f"pretrained={tiny_longva_dir},max_frames_num={FRAMES}"
+    questions = {}
+    for name, model, extra in (("base", "longva", ""), ("cos", "cos_longva", ",scorer=uniform"),
+                               ("cos_own", "cos_longva", ",scorer=uniform,prompt_as_baseline=false")):
+        _evaluate(model, f"{args},trace_dir={tmp_path / name}{extra}", root)
+        traces = {json.loads(p.read_text())["doc_id"]: json.loads(p.read_text()) for p in (tmp_path / name / "cos_needle").glob("*.json")}
+        assert sorted(traces) == list(range(N_VIDEOS))
+        questions[name] = {d: (t["question"], t.get("prompt_from")) for d, t in traces.items()}
+    for doc_id in range(N_VIDEOS):
+        base_q, _ = questions["base"][doc_id]
+        assert base_q.startswith("BASELINE-ONLY PROMPT. ") and base_q.endswith("The best answer is:")
+        assert questions["cos"][doc_id] == (base_q, "longva")
+        own_q, own_from = questions["cos_own"][doc_id]
+        assert own_from is None and own_q.startswith("Select the best answer") and own_q != base_q

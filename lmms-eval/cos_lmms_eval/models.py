@@ -197,6 +197,33 @@ class ErrorLog:
                 self._write(kept)
 
 
+def baseline_prompt(doc_to_visual, doc, context: str, gen_kwargs: dict, spec) -> tuple[str, dict, str | None]:
+    """The prompt and generation kwargs lmms-eval gives the CoS model's *baseline* for this document.
+
+    Tasks pick prompt kwargs by the ``--model`` name (videomme has an entry for ``llava_vid``, so
+    ``--model llava_vid`` is asked "...The best answer is:" while any other name gets the ``default``
+    prompt). CoS and its baseline must answer the same prompt to be compared, so a CoS model whose task
+    has an entry for its baseline's id (and none for its own) rebuilds the prompt with that entry through
+    the task's own ``doc_to_text`` (reached through the bound ``doc_to_visual`` lmms-eval passes), and
+    takes the baseline's model-specific generation kwargs. Returns ``(context, gen_kwargs, the baseline id
+    or None when nothing changed)``.
+    """
+    task = getattr(doc_to_visual, "__self__", None)
+    config = getattr(task, "config", None)
+    kwargs = getattr(config, "lmms_eval_specific_kwargs", None)
+    baseline = spec.baseline_model
+    if not isinstance(kwargs, dict) or baseline not in kwargs or spec.cos_model in kwargs:
+        return context, gen_kwargs, None
+    doc_to_text = getattr(config, "doc_to_text", None)
+    if not callable(doc_to_text):
+        return context, gen_kwargs, None
+    context = doc_to_text(doc, lmms_eval_specific_kwargs=dict(kwargs[baseline]))
+    generation = getattr(config, "model_specific_generation_kwargs", None)
+    if isinstance(generation, dict) and isinstance(generation.get(baseline), dict):
+        gen_kwargs = {**(gen_kwargs or {}), **generation[baseline]}
+    return context, gen_kwargs, baseline
+
+
 class VideoModel(lmms):
     """A registered backend as an lmms-eval model: the uniform baseline (``method = "uniform"``) or
     Chain-of-Shot (``method = "cos"``). Concrete classes (``LongVA``, ``CoSLongVA``, ...) are made per
@@ -299,6 +326,10 @@ class VideoModel(lmms):
         except Exception as exc:  # a bug in the task: fail loudly
             self._fatal(task, split, doc_id, None, exc)
 
+        prompt_from = None
+        if self.method_name == "cos" and self.opts.run.prompt_as_baseline:
+            context, gen_kwargs, prompt_from = baseline_prompt(doc_to_visual, self.task_dict[task][split][doc_id], context, gen_kwargs,
+                                                               registry.get(self.backend_name))
         key = self._result_key(context, gen_kwargs, doc_id, task, split, visual) if self.result_cache is not None else None
         if key is not None:
             entry = self.result_cache.get(key)
@@ -318,7 +349,7 @@ class VideoModel(lmms):
 
         trace = None
         if self.trace_dir is not None:
-            result.trace.update(task=task, split=split, doc_id=doc_id, error=None)
+            result.trace.update(task=task, split=split, doc_id=doc_id, error=None, prompt_from=prompt_from)
             trace = result.trace.to_json()
             write_trace(trace, self._trace_path(result.trace, context))
         if key is not None:  # after the trace: a crash in between only means recomputing this sample

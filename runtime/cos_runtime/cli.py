@@ -3,7 +3,7 @@
 Each subcommand lives in its own module and exposes ``add_parser(subparsers)``, which registers the
 subcommand and sets ``func`` (called with the parsed args, returns an exit code). Modules are imported
 only when their subcommand is used, so ``cos --help`` stays fast. Every registered backend adds
-``make-tiny-<backend>`` (a random checkpoint in its original format, from its backend module).
+``make-tiny-<backend>`` (``_`` written ``-``; a random checkpoint in its original format, from its backend module).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 def subcommands() -> dict[str, tuple[str, str]]:
     out = dict(SUBCOMMANDS)
     for spec in registry.specs():
-        out[f"make-tiny-{spec.name}"] = (spec.module, f"write a random {spec.name} checkpoint in the original format")
+        out[f"make-tiny-{spec.name.replace('_', '-')}"] = (spec.module, f"write a random {spec.name} checkpoint in the original format")
     return out
 
 

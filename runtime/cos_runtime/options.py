@@ -47,6 +47,9 @@ class RunOptions:
     result_cache_dir: str | None = opt.option("auto", read=opt.cache_dir, identity=False, cli=False)
     #: scorer results per (video, frames, scorer, question): another alpha or decoding option does not re-score
     score_cache_dir: str | None = opt.option("auto", read=opt.cache_dir, identity=False, cli=False)
+    #: CoS models in lmms-eval: answer the prompt the task gives the baseline model (see
+    #: ``cos_lmms_eval.models.baseline_prompt``), so CoS and its baseline answer the same prompt
+    prompt_as_baseline: bool = opt.option(True, read=opt.as_bool, cli=False)
 
     def __post_init__(self):
         opt.validate(self)

@@ -238,7 +238,7 @@ def _load_run(run: Run, path: Path, data: dict) -> None:
 
 
 def _belongs(run: Run, sample: Sample, trace: CoSTrace) -> bool:
-    if sample.record is not None and isinstance(sample.record.get("input"), str) and trace.question is not None:
+    if sample.record is not None and isinstance(sample.record.get("input"), str) and trace.question is not None and not trace.prompt_from:
         if sample.record["input"] != trace.question:
             return False
     expected = run.expected_method

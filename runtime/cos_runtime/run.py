@@ -27,8 +27,10 @@ def run_command(args) -> int:
     from cos_runtime.engine import build_engine
 
     spec = registry.get(args.backend)
-    backend_options = registry.load_module(spec).Options
-    values = {**_values(args, RunOptions), **_values(args, backend_options)}
+    module = registry.load_module(spec)
+    backend_options = module.Options
+    # a backend may start `cos run` from its documented command rather than from lmms-eval's defaults
+    values = {**getattr(module, "CLI_DEFAULTS", {}), **_values(args, RunOptions), **_values(args, backend_options)}
     foreign = sorted(set(vars(args)) & set(args._option_names) - set(values) - {f.name for f in opt.dataclass_fields(CoSConfig)}
                      - {f.name for f in opt.dataclass_fields(ScorerConfig)})
     if foreign:
