@@ -40,6 +40,14 @@ def tiny_llava_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_llava_video_dir(tmp_path_factory) -> Path:
+    """A random LLaVA-Video checkpoint in the release's on-disk format (``llava_video.tiny``, size "tiny", seed 0)."""
+    from llava_video import build_tiny_llava_video
+
+    return build_tiny_llava_video(tmp_path_factory.mktemp("tiny_llava_video"), seed=0, size="tiny")
+
+
+@pytest.fixture(scope="session")
 def needle_data(tmp_path_factory) -> Path:
     """Four synthetic needle videos (real H.264) + questions.json, built once."""
     from cos.synthetic import make_needle_videos

@@ -6,15 +6,18 @@ import json
 import subprocess
 import sys
 
+import pytest
 
-def test_bench_smoke_writes_parseable_report(tmp_path):
+
+@pytest.mark.parametrize("backend", ["longva", "llava_video"])
+def test_bench_smoke_writes_parseable_report(tmp_path, backend):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "cos_runtime", "bench", "--smoke", "--repeats", "1", "--workdir", str(tmp_path / "work"),
+    cmd = [sys.executable, "-m", "cos_runtime", "bench", "--backend", backend, "--smoke", "--repeats", "1", "--workdir", str(tmp_path / "work"),
            "--out", str(out), "--plot", str(tmp_path / "bench.png")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert sorted(report["frames"]) == ["16", "8"]
+    assert report["backend"] == backend and sorted(report["frames"]) == ["16", "8"]
     for entry in report["frames"].values():
         assert {"cos_over_uniform", "release_over_cos", "batched_step_over_single", "cos_peak_rss_over_uniform"} <= set(entry["ratios"])
         assert all(v > 0 for v in entry["ratios"].values())

@@ -37,7 +37,7 @@ def test_manifests_name_models_and_aliases():
     from cos_lmms_eval.registration import manifests
 
     by_id = {m.model_id: m for m in manifests()}
-    assert set(by_id) == {"cos_longva", "longva"}
+    assert set(by_id) == {"cos_longva", "longva", "cos_llava_vid", "llava_vid"}
     assert "longva_cos" in by_id["cos_longva"].aliases
     assert by_id["cos_longva"].simple_class_path == "cos_lmms_eval.models.CoSLongVA"
     assert by_id["longva"].simple_class_path == "cos_lmms_eval.models.LongVA"
@@ -58,7 +58,7 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
-OUR_PACKAGES = {"cos", "longva", "cos_runtime", "cos_lmms_eval", "lmms_eval"}
+OUR_PACKAGES = {"cos", "longva", "llava_video", "cos_runtime", "cos_lmms_eval", "lmms_eval"}
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "cos").glob("*.py")), ids=lambda p: p.name)
@@ -66,9 +66,12 @@ def test_cos_imports_no_model_package_runtime_or_harness(path):
     assert not _imported_modules(path) & (OUR_PACKAGES - {"cos"})
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "longva").glob("*.py")), ids=lambda p: p.name)
-def test_longva_knows_nothing_of_cos(path):
-    assert not _imported_modules(path) & (OUR_PACKAGES - {"longva"})
+MODEL_PACKAGES = ("longva", "llava_video")
+
+
+@pytest.mark.parametrize("path", sorted(p for pkg in MODEL_PACKAGES for p in (REPO / pkg).glob("*.py")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_model_packages_know_nothing_of_cos(path):
+    assert not _imported_modules(path) & (OUR_PACKAGES | set(MODEL_PACKAGES)) - {path.parent.name}
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "runtime" / "cos_runtime").rglob("*.py")), ids=lambda p: p.name)
@@ -76,7 +79,7 @@ def test_runtime_never_imports_the_harness_and_models_only_in_backends(path):
     used = _imported_modules(path)
     assert not used & {"lmms_eval", "cos_lmms_eval"}
     if path.parent.name != "backends":
-        assert "longva" not in used, "model packages are imported by their backend module only"
+        assert not used & {"longva", "llava_video"}, "model packages are imported by their backend module only"
 
 
 def test_the_boundary_check_sees_import_strings():

@@ -177,8 +177,9 @@ def run_bench(args) -> dict:
     model_options = module.Options(pretrained=str(ckpt), attn_implementation=args.attn_implementation)
     backend = module.load(model_options, device, resolve_dtype(args.dtype, device))
 
-    def sample(path, n):
-        return module.sample_frames(path, dataclasses.replace(model_options, max_frames_num=n, video_decode_backend="auto")).frames
+    def sample(path, n):  # exactly n frames, uniformly (a backend with a frame-rate rule is forced to n)
+        exact = {"force_sample": True} if hasattr(model_options, "force_sample") else {}
+        return module.sample_frames(path, dataclasses.replace(model_options, max_frames_num=n, video_decode_backend="auto", **exact)).frames
 
     scorer_kwargs = dict(pretrained=str(scorer_dir), mode="generate", device=device)
     if args.scorer == "self":  # LongVA scores its own mosaics; the release-style run keeps the LLaVA scorer

@@ -73,6 +73,9 @@ BUILTIN: tuple[BackendSpec, ...] = (
     BackendSpec(name="longva", module="cos_runtime.backends.longva", baseline_model="longva", cos_model="cos_longva",
                 cos_aliases=("longva_cos",), class_name="LongVA", title="LongVA-7B (CLIP ViT-L/14-336 + Qwen2-7B, 144 tokens/frame)",
                 default_pretrained="lmms-lab/LongVA-7B"),
+    BackendSpec(name="llava_video", module="cos_runtime.backends.llava_video", baseline_model="llava_vid", cos_model="cos_llava_vid",
+                class_name="LlavaVid", title="LLaVA-Video-7B-Qwen2 (SigLIP so400m + Qwen2-7B, 182 tokens/frame at average pooling)",
+                default_pretrained="lmms-lab/LLaVA-Video-7B-Qwen2"),
 )
 
 _REGISTRY: dict[str, BackendSpec] = {spec.name: spec for spec in BUILTIN}
