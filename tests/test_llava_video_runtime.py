@@ -176,3 +176,19 @@ def test_cos_on_llava_video_equals_three_naive_forwards(tiny_llava_video_dir, ne
             if tokens[-1] in backend.facts.eos_token_ids:
                 break
     assert trace.answer_tokens == tokens
+
+
+def test_cos_run_on_llava_video_starts_from_the_documented_command(tmp_path, tiny_llava_video_dir, needle_data):
+    """`cos run --backend llava_video` with no other option: qwen_1_5, at most 64 frames at 1 fps, average pooling."""
+    from cos.trace import read_trace
+    from cos_runtime.cli import main as cos_main
+
+    doc = json.loads((needle_data / "questions.json").read_text())[0]
+    trace_file = tmp_path / "t.json"
+    rc = cos_main(["run", "--backend", "llava_video", "--model", str(tiny_llava_video_dir), "--video", str(needle_data / doc["video"]),
+                   "--question", "What is shown?", "--method", "uniform", "--decoder", "pyav", "--max-new-tokens", "2", "--trace", str(trace_file)])
+    assert rc == 0
+    trace = read_trace(trace_file)
+    step = round(doc["fps"])
+    assert trace.backend == "llava_video" and trace.frame_indices == list(range(0, doc["num_frames"], step))
+    assert trace.frame_times == [i / step for i in trace.frame_indices] and trace.sequence_length > 182 * len(trace.frame_indices)
