@@ -44,52 +44,15 @@ from llava_video.checkpoint import (
 )
 from llava_video.config import LlavaVideoConfig
 from llava_video.constants import IMAGE_TOKEN_INDEX, POOL_STRIDE
+from vlm_common.loading import check_attn_implementation, resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 #: The warning ``generate`` gives for a repetition penalty without prompt ids. Penalising only the new
 #: tokens is exactly LLaVA-NeXT's behaviour (``llava-video-notes.md`` §4), so it is silenced in :meth:`generate`.
 _PENALTY_WARNING = r"Passing `repetition_penalty` with `inputs_embeds`"
 #: Module parameters a checkpoint may lack: the tower's ``post_layernorm`` is never applied (identity if absent).
 _OPTIONAL_PARAMETERS = ("vision_tower.post_layernorm.weight", "vision_tower.post_layernorm.bias")
-
-
-def resolve_device(device_map: str | torch.device | int | None) -> torch.device:
-    """``None``/``"cpu"`` -> cpu; ``"auto"`` -> cuda if available else cpu; any other device as given."""
-    if device_map is None:
-        return torch.device("cpu")
-    if isinstance(device_map, str) and device_map == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device_map, (str, torch.device, int)):
-        device = torch.device(device_map)
-        return torch.device("cpu") if device.type == "cpu" else device
-    raise ValueError(f"device_map must be None, 'auto' or a device such as 'cuda:0', got {device_map!r}")
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None``/``"auto"`` -> float32 on CPU, float16 elsewhere (lmms-eval's ``llava_vid`` default)."""
-    if dtype is None or dtype == "auto":
-        return torch.float32 if device.type == "cpu" else torch.float16
-    if isinstance(dtype, str):
-        name = dtype.removeprefix("torch.")
-        if name not in _DTYPES:
-            raise ValueError(f"dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
-        return _DTYPES[name]
-    if dtype not in _DTYPES.values():
-        raise ValueError(f"dtype {dtype} is not one of {', '.join(_DTYPES)}")
-    return dtype
-
-
-def _check_attn_implementation(name: str) -> None:
-    if name not in _ATTN_IMPLEMENTATIONS:
-        raise ValueError(f"attn_implementation must be one of {_ATTN_IMPLEMENTATIONS}, got {name!r}")
-    if name == "flash_attention_2":
-        from transformers.utils import is_flash_attn_2_available
-
-        if not is_flash_attn_2_available():
-            raise ValueError("attn_implementation='flash_attention_2' needs the flash-attn package; use 'sdpa'")
 
 
 def _tokenizer_length(ckpt_dir: Path, config: LlavaVideoConfig) -> int | None:
@@ -109,7 +72,7 @@ class LlavaVideoForCausalLM(nn.Module):
 
     def __init__(self, config: LlavaVideoConfig, attn_implementation: str = "sdpa"):
         super().__init__()
-        _check_attn_implementation(attn_implementation)
+        check_attn_implementation(attn_implementation)
         self.config = config
         text_config = copy.deepcopy(config.text_config)
         text_config._attn_implementation = attn_implementation
@@ -203,7 +166,7 @@ class LlavaVideoForCausalLM(nn.Module):
         """
         if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
             raise ValueError(f"torch_dtype={torch_dtype} and dtype={dtype} disagree; pass one of them")
-        _check_attn_implementation(attn_implementation)
+        check_attn_implementation(attn_implementation)
         ckpt_dir = resolve_checkpoint(path_or_hub_id)
         config = LlavaVideoConfig.from_json_file(
             ckpt_dir / "config.json", mm_spatial_pool_mode=mm_spatial_pool_mode, mm_newline_position=mm_newline_position

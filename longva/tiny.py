@@ -30,14 +30,13 @@ import argparse
 import json
 import math
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from longva.checkpoint import module_to_checkpoint_key, write_checkpoint_tensors
-from longva.constants import ENDOFTEXT, IM_END, IM_START, SPECIAL_TOKENS
+from vlm_common.tiny_tokenizer import write_tiny_tokenizer as _write_tokenizer
 
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -72,115 +71,13 @@ How many people are in the video? There are two people. one two three four five 
 Option A. Option B. Option C. Option D. The answer is A. The answer is B. The answer is C. The answer is D.
 Is the shot relevant to the question? yes. Is this frame relevant? no. relevant irrelevant positive negative
 """
-_YES_NO = ("yes", "no", "Yes", "No")
 
 
 # ------------------------------------------------------------------------------------- tokenizer
-def _bytes_to_unicode() -> list[str]:
-    """GPT-2's reversible byte -> printable character map, indexed by byte value."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table: dict[int, str] = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return [table[b] for b in range(256)]
-
-
-def _pre_tokenizer():
-    from tokenizers import Regex, pre_tokenizers
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
-
-    return pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-
-
-def _train_bpe(text: str, n_merges: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Deterministic byte-level BPE: vocab (bytes first, then merges in order) and merges."""
-    alphabet = _bytes_to_unicode()
-    vocab = {ch: i for i, ch in enumerate(alphabet)}
-    words = Counter(w for w, _ in _pre_tokenizer().pre_tokenize_str(text))
-    segs = {w: list(w) for w in words}
-    merges: list[tuple[str, str]] = []
-    for _ in range(n_merges):
-        pairs: Counter[tuple[str, str]] = Counter()
-        for w, count in words.items():
-            s = segs[w]
-            for pair in zip(s, s[1:]):
-                pairs[pair] += count
-        if not pairs:
-            break
-        best = min(pairs, key=lambda p: (-pairs[p], p))
-        if pairs[best] < 2:
-            break
-        merges.append(best)
-        joined = best[0] + best[1]
-        vocab.setdefault(joined, len(vocab))
-        for w, s in segs.items():
-            out, i = [], 0
-            while i < len(s):
-                if i + 1 < len(s) and (s[i], s[i + 1]) == best:
-                    out.append(joined)
-                    i += 2
-                else:
-                    out.append(s[i])
-                    i += 1
-            segs[w] = out
-    return vocab, merges
-
-
 def write_tiny_tokenizer(out_dir: str | os.PathLike, n_merges: int = 300, model_max_length: int = 32768) -> int:
-    """Write a Qwen2-style tokenizer (``tokenizer.json``, ``tokenizer_config.json``, ``vocab.json``,
-    ``merges.txt``) that ``AutoTokenizer`` loads as ``Qwen2Tokenizer``; returns ``len(tokenizer)``."""
-    from tokenizers import AddedToken, Tokenizer, decoders, normalizers
-    from tokenizers.models import BPE
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # each answer word many times both after a space and at a line start (no leading space)
-    corpus = _CORPUS + "".join(f"{w}\n{w} {w}.\n" for w in _YES_NO for _ in range(8))
-    vocab, merges = _train_bpe(corpus, n_merges)
-    tok = Tokenizer(
-        BPE(vocab=vocab, merges=merges, unk_token=None, continuing_subword_prefix="", end_of_word_suffix="",
-            fuse_unk=False, byte_fallback=False)
-    )
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = _pre_tokenizer()
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    for word in (*_YES_NO, *(" " + w for w in _YES_NO)):
-        if len(tok.encode(word).ids) != 1:
-            raise RuntimeError(f"tiny tokenizer splits {word!r}: {tok.encode(word).tokens}")
-    tok.save(str(out_dir / "tokenizer.json"))
-    n = len(vocab)
-    config = {
-        "add_prefix_space": False,
-        "added_tokens_decoder": {
-            str(n + i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
-                         "single_word": False, "special": True}
-            for i, t in enumerate(SPECIAL_TOKENS)
-        },
-        "additional_special_tokens": [IM_START, IM_END],
-        "bos_token": None,
-        "clean_up_tokenization_spaces": False,
-        "eos_token": IM_END,
-        "errors": "replace",
-        "model_max_length": model_max_length,
-        "pad_token": ENDOFTEXT,
-        "split_special_tokens": False,
-        "tokenizer_class": "Qwen2Tokenizer",
-        "unk_token": None,
-    }
-    _write_json(out_dir / "tokenizer_config.json", config)
-    _write_json(out_dir / "vocab.json", vocab)
-    with open(out_dir / "merges.txt", "w", encoding="utf-8") as f:
-        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-    return n + len(SPECIAL_TOKENS)
+    """The shared offline Qwen2-style tokenizer (:func:`vlm_common.tiny_tokenizer.write_tiny_tokenizer`) on this
+    package's corpus; returns ``len(tokenizer)``."""
+    return _write_tokenizer(out_dir, _CORPUS, n_merges=n_merges, model_max_length=model_max_length)
 
 
 # ------------------------------------------------------------------------------------- checkpoint

@@ -1,0 +1,12 @@
+"""What the model packages (``longva``, ``llava_video``, and the next ones) share, written once.
+
+- :mod:`vlm_common.checkpoints`: locating a checkpoint, renaming keys by a table, reading and writing
+  sharded safetensors with their index, and :class:`~vlm_common.checkpoints.CheckpointError`;
+- :mod:`vlm_common.loading`: what ``device_map``, ``torch_dtype`` and ``attn_implementation`` mean for
+  a loader;
+- :mod:`vlm_common.tiny_tokenizer`: the offline Qwen2-style byte-level BPE tokenizer of the tiny test
+  checkpoints.
+
+Like the model packages it serves, it imports none of this project's other packages (``cos``,
+``cos_runtime``, ``cos_lmms_eval``) and no model package.
+"""
