@@ -181,12 +181,13 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_arguments(parser: argparse.ArgumentParser | Any, cls: type, skip: Iterable[str] = (), title: str | None = None) -> list[str]:
+def add_arguments(parser: argparse.ArgumentParser | Any, cls: type, skip: Iterable[str] = (), title: str | None = None,
+                  description: str | None = None) -> list[str]:
     """One command-line flag per field of ``cls`` (``--field-name`` plus declared aliases); values stay
     strings/None and are read by :func:`validate` when the dataclass is built (see :func:`values_from_args`).
     Fields named in ``skip`` (already added) are left out. Returns the names added."""
     skip, added = set(skip), []
-    group = parser.add_argument_group(title) if title else parser
+    group = parser.add_argument_group(title, description) if title else parser
     for f in dataclass_fields(cls):
         meta = _meta(f)
         if f.name in skip or not meta["cli"]:

@@ -61,7 +61,11 @@ def add_parser(subparsers):
     p.add_argument("--verbose", action="store_true", help="also print α, the binary code, the maps and timings")
     names: list[str] = []
     for spec in registry.specs():  # every backend's options (a name shared by several backends appears once)
-        names += opt.add_arguments(p, registry.load_module(spec).Options, skip=names, title=f"{spec.name} options")
+        module = registry.load_module(spec)
+        starts = getattr(module, "CLI_DEFAULTS", {})
+        note = ("flags shown under an earlier backend apply too; defaults shown are that backend's" +
+                (f"; with --backend {spec.name} unset flags start from " + ", ".join(f"{k}={v}" for k, v in starts.items()) if starts else ""))
+        names += opt.add_arguments(p, module.Options, skip=names, title=f"{spec.name} options", description=note if names else None)
     names += opt.add_arguments(p, RunOptions, skip=names, title="run options")
     names += opt.add_arguments(p, CoSConfig, skip=names, title="CoS options (--method cos)")
     names += opt.add_arguments(p, ScorerConfig, skip=names, title="scorer options (--method cos)")
