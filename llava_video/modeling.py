@@ -21,10 +21,8 @@ The class is a plain ``nn.Module`` holding ``language_model`` (``Qwen2ForCausalL
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +32,18 @@ from torch import nn
 from transformers import GenerationConfig, Qwen2ForCausalLM, SiglipVisionModel
 
 from llava_video.checkpoint import (
+    LAYOUT,
     TOWER_PREFIX,
     CheckpointError,
-    checkpoint_to_module_key,
-    iter_checkpoint_tensors,
-    module_to_checkpoint_key,
     resolve_checkpoint,
-    write_checkpoint_tensors,
 )
 from llava_video.config import LlavaVideoConfig
 from llava_video.constants import IMAGE_TOKEN_INDEX, POOL_STRIDE
 from vlm_common.loading import check_attn_implementation, resolve_device, resolve_dtype
+from vlm_common.modeling import SplicedCausalLM
 
 logger = logging.getLogger(__name__)
 
-#: The warning ``generate`` gives for a repetition penalty without prompt ids. Penalising only the new
-#: tokens is exactly LLaVA-NeXT's behaviour (``llava-video-notes.md`` §4), so it is silenced in :meth:`generate`.
-_PENALTY_WARNING = r"Passing `repetition_penalty` with `inputs_embeds`"
 #: Module parameters a checkpoint may lack: the tower's ``post_layernorm`` is never applied (identity if absent).
 _OPTIONAL_PARAMETERS = ("vision_tower.post_layernorm.weight", "vision_tower.post_layernorm.bias")
 
@@ -64,11 +57,14 @@ def _tokenizer_length(ckpt_dir: Path, config: LlavaVideoConfig) -> int | None:
     return len(load_tokenizer(ckpt_dir, config.text_config))
 
 
-class LlavaVideoForCausalLM(nn.Module):
+class LlavaVideoForCausalLM(SplicedCausalLM, nn.Module):
     """LLaVA-Video: SigLIP tower (last layer dropped) + MLP projector + 2x2 pooling + newlines + Qwen2 LM.
 
     Load with :meth:`from_pretrained`.
     """
+
+    layout = LAYOUT
+    optional_parameters = _OPTIONAL_PARAMETERS
 
     def __init__(self, config: LlavaVideoConfig, attn_implementation: str = "sdpa"):
         super().__init__()
@@ -99,14 +95,6 @@ class LlavaVideoForCausalLM(nn.Module):
         self._generation_config_file: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------------------ properties
-    @property
-    def device(self) -> torch.device:
-        return self.language_model.model.embed_tokens.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.language_model.model.embed_tokens.weight.dtype
-
     @property
     def vision_dtype(self) -> torch.dtype:
         return self.vision_tower.embeddings.patch_embedding.weight.dtype
@@ -193,35 +181,6 @@ class LlavaVideoForCausalLM(nn.Module):
         model.requires_grad_(False)
         return model
 
-    def load_checkpoint_weights(self, ckpt_dir: str | os.PathLike, device: torch.device, dtype: torch.dtype) -> None:
-        """Assign every parameter from the checkpoint shards (strict: missing/unexpected keys raise)."""
-        expected = dict(self.named_parameters())
-        state: dict[str, torch.Tensor] = {}
-        for ckpt_key, tensor in iter_checkpoint_tensors(ckpt_dir, device=device):
-            key = checkpoint_to_module_key(ckpt_key)
-            if key not in expected:
-                raise CheckpointError(self._unexpected_key_message(ckpt_key, key))
-            if tuple(tensor.shape) != tuple(expected[key].shape):
-                raise CheckpointError(
-                    f"checkpoint key {ckpt_key!r} has shape {tuple(tensor.shape)}, model expects {tuple(expected[key].shape)}"
-                )
-            state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
-        for key in _OPTIONAL_PARAMETERS:
-            if key not in state and key in expected:
-                logger.info("checkpoint has no %r (never applied by LLaVA-Video); using the identity", module_to_checkpoint_key(key))
-                fill = torch.ones if key.endswith("weight") else torch.zeros
-                state[key] = fill(expected[key].shape, dtype=dtype, device=device)
-        missing = [k for k in expected if k not in state]
-        if missing:
-            raise CheckpointError(
-                f"checkpoint {ckpt_dir} lacks key {module_to_checkpoint_key(missing[0])!r}"
-                + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
-            )
-        self.load_state_dict(state, strict=False, assign=True)  # buffers are not in checkpoints
-        still_meta = [n for n, p in self.named_parameters() if p.device.type == "meta"]
-        if still_meta:
-            raise CheckpointError(f"parameter {still_meta[0]!r} was not loaded")
-
     def _unexpected_key_message(self, ckpt_key: str, key: str) -> str:
         message = f"unexpected checkpoint key {ckpt_key!r} (maps to {key!r}, which the model lacks)"
         if ckpt_key.startswith(TOWER_PREFIX + "encoder.layers."):
@@ -233,45 +192,6 @@ class LlavaVideoForCausalLM(nn.Module):
         elif ckpt_key == "model.image_newline":
             message += f"; mm_patch_merge_type={self.config.mm_patch_merge_type!r} has no 'unpad', so the model has no image_newline"
         return message
-
-    def _load_generation_config(self, ckpt_dir: Path) -> None:
-        path = ckpt_dir / "generation_config.json"
-        if path.is_file():
-            with open(path, encoding="utf-8") as f:
-                self._generation_config_file = json.load(f)
-            gen = GenerationConfig.from_dict(self._generation_config_file)
-        else:
-            gen = GenerationConfig.from_model_config(self.language_model.config)
-        if gen.pad_token_id is None:
-            gen.pad_token_id = self.language_model.config.bos_token_id
-        gen.do_sample = False  # greedy by default, as lmms-eval runs it (temperature 0); generate(do_sample=True) overrides
-        self.generation_config = gen
-
-    # ------------------------------------------------------------------------------ saving
-    def save_pretrained(self, out_dir: str | os.PathLike, max_shard_size: int | str = "5GB") -> Path:
-        """Write ``config.json``, ``generation_config.json`` and sharded safetensors in the original format.
-
-        Tensors are written in the model's current dtype (``torch_dtype`` in ``config.json`` follows);
-        ``config.json`` is the file as read (load-time pool/newline overrides are not written);
-        ``generation_config.json`` is the file as loaded when there was one. Tokenizer files are written by
-        :meth:`llava_video.LlavaVideoProcessor.save_pretrained`.
-        """
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tensors = {module_to_checkpoint_key(k): v for k, v in self.named_parameters()}
-        write_checkpoint_tensors(out_dir, tensors, max_shard_size=max_shard_size)
-        raw = self.config.to_dict()
-        raw["torch_dtype"] = str(self.dtype).removeprefix("torch.")
-        with open(out_dir / "config.json", "w", encoding="utf-8") as f:
-            json.dump(raw, f, indent=2, sort_keys=True)
-            f.write("\n")
-        gen = self._generation_config_file
-        if gen is None:
-            gen = {k: v for k, v in self.generation_config.to_diff_dict().items() if k != "transformers_version"}
-        with open(out_dir / "generation_config.json", "w", encoding="utf-8") as f:
-            json.dump(gen, f, indent=2, sort_keys=True)
-            f.write("\n")
-        return out_dir
 
     # ------------------------------------------------------------------------------ vision
     def encode_frames(self, pixel_values: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:
@@ -391,59 +311,6 @@ class LlavaVideoForCausalLM(nn.Module):
         if input_ids is not None and bool((input_ids == IMAGE_TOKEN_INDEX).any()):
             raise ValueError("input_ids hold an image placeholder; build inputs_embeds with embed_prompt first")
         return self.language_model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
-
-    def forward_logits(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """One uncached forward -> last-position logits ``(B, V)`` in float32."""
-        if inputs_embeds.ndim != 3:
-            raise ValueError(f"inputs_embeds must be (B, L, D), got {tuple(inputs_embeds.shape)}")
-        with torch.no_grad():
-            out = self.language_model(
-                inputs_embeds=inputs_embeds.to(self.device),
-                attention_mask=None if attention_mask is None else attention_mask.to(self.device),
-                use_cache=False,
-                logits_to_keep=1,
-            )
-        return out.logits[:, -1].float()
-
-    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
-        """``Qwen2ForCausalLM.generate`` from embeddings; returns only the new tokens ``(B, T_new)``.
-
-        Starts from the checkpoint's ``generation_config.json`` (eos ids ``[<|im_end|>, <|endoftext|>]``,
-        ``repetition_penalty`` 1.05 in the release) with greedy decoding. Generation keywords
-        (``max_new_tokens``, ``temperature``, ``top_p``, ``num_beams``, ``do_sample``...) update a copy of it;
-        ``temperature <= 0`` means greedy (as in lmms-eval) and ``None`` values are ignored, except
-        ``eos_token_id=None``, which turns the end-of-answer tokens off. Other keywords
-        (``logits_processor``, ``stopping_criteria``...) go to ``generate``. The repetition penalty sees only
-        generated tokens, as in LLaVA-NeXT (which also generates from ``inputs_embeds``).
-        """
-        if inputs_embeds.ndim != 3:
-            raise ValueError(f"inputs_embeds must be (B, L, D), got {tuple(inputs_embeds.shape)}")
-        if attention_mask is None:
-            attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
-        gen = copy.deepcopy(self.generation_config)
-        if "eos_token_id" in kwargs and kwargs["eos_token_id"] is None:
-            gen.eos_token_id = None  # an explicit None: no end-of-answer token (exactly max_new_tokens)
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        temperature = kwargs.get("temperature")
-        if temperature is not None and temperature <= 0:
-            kwargs.pop("temperature")
-            kwargs["do_sample"] = False
-        if not kwargs.get("do_sample", gen.do_sample):
-            # Sampling knobs (the file's or the caller's) do not apply under greedy decoding; clear them so that
-            # transformers does not warn on every call.
-            gen.temperature = gen.top_p = gen.top_k = None
-            for name in ("temperature", "top_p", "top_k"):
-                kwargs.pop(name, None)
-        rest = gen.update(**kwargs)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_PENALTY_WARNING)
-            with torch.no_grad():
-                return self.language_model.generate(
-                    inputs_embeds=inputs_embeds.to(self.device),
-                    attention_mask=attention_mask.to(self.device),
-                    generation_config=gen,
-                    **rest,
-                )
 
 
 __all__ = ["LlavaVideoForCausalLM", "resolve_device", "resolve_dtype"]

@@ -17,10 +17,8 @@ The class is a plain ``nn.Module`` holding ``vision_tower`` (``CLIPVisionModel``
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +28,17 @@ from torch import nn
 from transformers import CLIPVisionModel, GenerationConfig, Qwen2ForCausalLM
 
 from longva.checkpoint import (
+    LAYOUT,
     CheckpointError,
-    checkpoint_to_module_key,
-    iter_checkpoint_tensors,
-    module_to_checkpoint_key,
     resolve_checkpoint,
-    write_checkpoint_tensors,
 )
 from longva.config import LongVAConfig
 from longva.constants import IMAGE_TOKEN_INDEX
 from vlm_common.loading import check_attn_implementation, resolve_device, resolve_dtype
+from vlm_common.modeling import SplicedCausalLM
 
 logger = logging.getLogger(__name__)
 
-#: The warning ``generate`` gives for a repetition penalty without prompt ids. Penalising only the new
-#: tokens is exactly LongVA's behaviour (``longva-notes.md`` §3), so it is silenced inside :meth:`generate`.
-_PENALTY_WARNING = r"Passing `repetition_penalty` with `inputs_embeds`"
 
 
 def _tokenizer_length(ckpt_dir: Path, config: LongVAConfig) -> int | None:
@@ -57,8 +50,10 @@ def _tokenizer_length(ckpt_dir: Path, config: LongVAConfig) -> int | None:
     return len(load_tokenizer(ckpt_dir, config.text_config))
 
 
-class LongVAForCausalLM(nn.Module):
+class LongVAForCausalLM(SplicedCausalLM, nn.Module):
     """LongVA: CLIP tower + 2-layer MLP projector + 2x2 pooling + Qwen2 LM. Load with :meth:`from_pretrained`."""
+
+    layout = LAYOUT
 
     def __init__(self, config: LongVAConfig, attn_implementation: str = "sdpa"):
         super().__init__()
@@ -83,14 +78,6 @@ class LongVAForCausalLM(nn.Module):
         self._generation_config_file: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------------------ properties
-    @property
-    def device(self) -> torch.device:
-        return self.language_model.model.embed_tokens.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.language_model.model.embed_tokens.weight.dtype
-
     @property
     def tokens_per_frame(self) -> int:
         """``T``: visual tokens per frame (144 for LongVA-7B)."""
@@ -150,68 +137,6 @@ class LongVAForCausalLM(nn.Module):
         model.eval()
         model.requires_grad_(False)
         return model
-
-    def load_checkpoint_weights(self, ckpt_dir: str | os.PathLike, device: torch.device, dtype: torch.dtype) -> None:
-        """Assign every parameter from the checkpoint shards (strict: missing/unexpected keys raise)."""
-        expected = {name: p for name, p in self.named_parameters()}
-        state: dict[str, torch.Tensor] = {}
-        for ckpt_key, tensor in iter_checkpoint_tensors(ckpt_dir, device=device):
-            key = checkpoint_to_module_key(ckpt_key)
-            if key not in expected:
-                raise CheckpointError(f"unexpected checkpoint key {ckpt_key!r} (maps to {key!r}, which the model lacks)")
-            if tuple(tensor.shape) != tuple(expected[key].shape):
-                raise CheckpointError(
-                    f"checkpoint key {ckpt_key!r} has shape {tuple(tensor.shape)}, model expects {tuple(expected[key].shape)}"
-                )
-            state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
-        missing = [k for k in expected if k not in state]
-        if missing:
-            raise CheckpointError(
-                f"checkpoint {ckpt_dir} lacks key {module_to_checkpoint_key(missing[0])!r}"
-                + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
-            )
-        self.load_state_dict(state, strict=False, assign=True)  # buffers are not in checkpoints
-        still_meta = [n for n, p in self.named_parameters() if p.device.type == "meta"]
-        if still_meta:
-            raise CheckpointError(f"parameter {still_meta[0]!r} was not loaded")
-
-    def _load_generation_config(self, ckpt_dir: Path) -> None:
-        path = ckpt_dir / "generation_config.json"
-        if path.is_file():
-            with open(path, encoding="utf-8") as f:
-                self._generation_config_file = json.load(f)
-            gen = GenerationConfig.from_dict(self._generation_config_file)
-        else:
-            gen = GenerationConfig.from_model_config(self.language_model.config)
-        if gen.pad_token_id is None:
-            gen.pad_token_id = self.language_model.config.bos_token_id
-        gen.do_sample = False  # greedy by default, as lmms-eval runs LongVA; generate(do_sample=True) overrides
-        self.generation_config = gen
-
-    # ------------------------------------------------------------------------------ saving
-    def save_pretrained(self, out_dir: str | os.PathLike, max_shard_size: int | str = "5GB") -> Path:
-        """Write ``config.json``, ``generation_config.json`` and sharded safetensors in the original format.
-
-        Tensors are written in the model's current dtype (``torch_dtype`` in ``config.json`` follows);
-        ``generation_config.json`` is the file as loaded when there was one. Tokenizer and image processor
-        files are written by :meth:`longva.LongVAProcessor.save_pretrained`.
-        """
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tensors = {module_to_checkpoint_key(k): v for k, v in self.named_parameters()}
-        write_checkpoint_tensors(out_dir, tensors, max_shard_size=max_shard_size)
-        raw = self.config.to_dict()
-        raw["torch_dtype"] = str(self.dtype).removeprefix("torch.")
-        with open(out_dir / "config.json", "w", encoding="utf-8") as f:
-            json.dump(raw, f, indent=2, sort_keys=True)
-            f.write("\n")
-        gen = self._generation_config_file
-        if gen is None:
-            gen = {k: v for k, v in self.generation_config.to_diff_dict().items() if k != "transformers_version"}
-        with open(out_dir / "generation_config.json", "w", encoding="utf-8") as f:
-            json.dump(gen, f, indent=2, sort_keys=True)
-            f.write("\n")
-        return out_dir
 
     # ------------------------------------------------------------------------------ vision
     def encode_frames(self, pixel_values: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:
@@ -311,51 +236,6 @@ class LongVAForCausalLM(nn.Module):
         return self.language_model(
             input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs
         )
-
-    def forward_logits(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """One uncached forward -> last-position logits ``(B, V)`` in float32."""
-        with torch.no_grad():
-            out = self.language_model(
-                inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=1
-            )
-        return out.logits[:, -1].float()
-
-    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
-        """``Qwen2ForCausalLM.generate`` from embeddings; returns only the new tokens ``(B, T_new)``.
-
-        Starts from the checkpoint's ``generation_config.json`` (eos ids, ``repetition_penalty``) with
-        greedy decoding. Generation keywords (``max_new_tokens``, ``temperature``, ``top_p``,
-        ``num_beams``, ``do_sample``...) update a copy of it; ``temperature <= 0`` means greedy (as in
-        lmms-eval) and ``None`` values are ignored. Other keywords (``logits_processor``,
-        ``stopping_criteria``...) go to ``generate``. The repetition penalty sees only generated tokens,
-        as in LongVA.
-        """
-        if inputs_embeds.ndim != 3:
-            raise ValueError(f"inputs_embeds must be (B, L, D), got {tuple(inputs_embeds.shape)}")
-        if attention_mask is None:
-            attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
-        gen = copy.deepcopy(self.generation_config)
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        temperature = kwargs.get("temperature")
-        if temperature is not None and temperature <= 0:
-            kwargs.pop("temperature")
-            kwargs["do_sample"] = False
-        if not kwargs.get("do_sample", gen.do_sample):
-            # Sampling knobs (the file's or the caller's) do not apply under greedy decoding; clear them
-            # so that transformers does not warn on every call.
-            gen.temperature = gen.top_p = gen.top_k = None
-            for name in ("temperature", "top_p", "top_k"):
-                kwargs.pop(name, None)
-        rest = gen.update(**kwargs)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_PENALTY_WARNING)
-            with torch.no_grad():
-                return self.language_model.generate(
-                    inputs_embeds=inputs_embeds.to(self.device),
-                    attention_mask=attention_mask.to(self.device),
-                    generation_config=gen,
-                    **rest,
-                )
 
 
 __all__ = ["LongVAForCausalLM", "resolve_device", "resolve_dtype"]

@@ -4,6 +4,8 @@
   sharded safetensors with their index, and :class:`~vlm_common.checkpoints.CheckpointError`;
 - :mod:`vlm_common.loading`: what ``device_map``, ``torch_dtype`` and ``attn_implementation`` mean for
   a loader;
+- :mod:`vlm_common.modeling`: :class:`~vlm_common.modeling.SplicedCausalLM`, the loading, saving, generation
+  config and decoding that the LLaVA-family model classes share;
 - :mod:`vlm_common.tiny_tokenizer`: the offline Qwen2-style byte-level BPE tokenizer of the tiny test
   checkpoints.
 
