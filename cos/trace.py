@@ -102,11 +102,6 @@ class CoSTrace:
             setattr(self, key, value)
         return self
 
-    @property
-    def total_time(self) -> float | None:
-        total = self.timings.get("total")
-        return float(total) if total is not None else (sum(self.timings.values()) if self.timings else None)
-
 
 def trace_key(video: str, question: str) -> str:
     """A file-name-safe key of one (video, question) pair.

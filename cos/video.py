@@ -49,15 +49,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from cos.errors import ConfigError, VideoDecodeError
 
-__all__ = ["BACKENDS", "FRAME_EXTENSIONS", "SampledVideo", "frame_indices", "sample_frames"]
+__all__ = ["BACKENDS", "FRAME_EXTENSIONS", "SampledVideo", "frame_indices", "frames_from_images", "sample_frames"]
 
 #: accepted values of ``backend``
 BACKENDS = ("decord", "pyav", "auto")
@@ -341,21 +342,50 @@ def _frame_files(path: str) -> list[str]:
 
 def _sample_folder(path: str, files: list[str], rule: IndexRule) -> SampledVideo:
     """A folder of frame images as a video: the files in natural order are its frames."""
-    from PIL import Image
-
     indices = _checked(rule(len(files), 0.0), len(files))
-    opened: dict[int, np.ndarray] = {}
-    size = None
-    for i in sorted(set(indices.tolist())):
+    frames, indices = frames_from_images([os.path.join(path, f) for f in files], indices=indices)
+    return SampledVideo(frames, indices, len(files), 0.0, 0.0, path, "frames")
+
+
+def _open_image(item, position: int) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return item
+    if isinstance(item, (str, os.PathLike)):
         try:
-            with Image.open(os.path.join(path, files[i])) as im:
-                im = im.convert("RGB")
-                size = size or im.size
-                opened[i] = np.asarray(im if im.size == size else im.resize(size, Image.BICUBIC))
+            with Image.open(item) as im:
+                im.load()
+                return im.copy()
         except (OSError, ValueError) as err:
-            raise VideoDecodeError(path, f"frame image {files[i]!r} cannot be read: {type(err).__name__}: {err}") from None
-    frames = np.stack([opened[i] for i in indices.tolist()])
-    return SampledVideo(frames, indices.astype(np.int64), len(files), 0.0, 0.0, path, "frames")
+            raise VideoDecodeError(item, f"image {position} of the list cannot be read: {type(err).__name__}: {err}") from None
+    try:
+        array = np.asarray(item)
+        if array.dtype != np.uint8 or array.ndim not in (2, 3):
+            raise TypeError(f"expected a uint8 (H, W[, C]) array, got {array.dtype} {array.shape}")
+        return Image.fromarray(array)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"image {position} of the list is not an image ({type(item).__name__}): {err}") from None
+
+
+def frames_from_images(images: Sequence, num_frames: int | None = None, *, indices=None) -> tuple[np.ndarray, np.ndarray]:
+    """A list of images (PIL, arrays or image files) as a frame stack, sampled like a video's frames.
+
+    With ``num_frames``, the images at :func:`frame_indices` ``(len(images), num_frames)`` are taken (so a
+    list longer than ``num_frames`` is thinned uniformly and a shorter one repeats images, exactly as a
+    video with that many frames); ``indices`` picks them explicitly. Only the picked images are opened;
+    images of another size than the first picked are resized to it (bicubic).
+    Returns ``(frames uint8 (N, H, W, 3), indices)``.
+    """
+    if not images:
+        raise VideoDecodeError("<images>", "empty image list")
+    if indices is None:
+        indices = frame_indices(len(images), num_frames) if num_frames else np.arange(len(images))
+    indices = np.asarray(indices, dtype=np.int64)
+    opened: dict[int, Image.Image] = {}
+    for i in sorted(set(indices.tolist())):
+        opened[i] = _open_image(images[i], i).convert("RGB")
+    size = opened[int(indices[0])].size
+    frames = np.stack([np.asarray(opened[i] if opened[i].size == size else opened[i].resize(size, Image.BICUBIC)) for i in indices.tolist()])
+    return frames, indices
 
 
 def sample_frames(path: str | os.PathLike, num_frames: int | None, backend: str = "auto", *, rule: IndexRule | None = None) -> SampledVideo:

@@ -58,6 +58,8 @@ from transformers import Qwen2Config, SiglipVisionConfig
 
 from llava_video.checkpoint import CheckpointError
 from llava_video.constants import DEFAULT_VISION_TOWER, POOL_STRIDE
+from vlm_common.checkpoints import tower_directory
+from vlm_common.qwen import text_config_from_dict as _text_config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -119,28 +121,7 @@ def _check_choice(name: str, value: Any, choices: Any) -> None:
 
 def text_config_from_dict(raw: dict[str, Any]) -> Qwen2Config:
     """The language model's ``Qwen2Config`` from the flat ``config.json`` dict (wrapper fields dropped)."""
-    text_dict = {k: v for k, v in raw.items() if not k.startswith("mm_") and k not in _WRAPPER_KEYS}
-    # LLaVA's Qwen loader drops rope scaling; 5.x maps rope_theta to rope_parameters itself.
-    text_dict.pop("rope_scaling", None)
-    text_dict.pop("architectures", None)
-    text_dict.pop("model_type", None)  # "llava" in the release: never the HF-native Llava config
-    return Qwen2Config(**copy.deepcopy(text_dict))
-
-
-def _tower_directory(tower: str, checkpoint_dir: Path | None) -> tuple[Path | None, list[Path]]:
-    """The local directory ``mm_vision_tower`` names (None if none exists) and every place looked at."""
-    path = Path(tower).expanduser()
-    if path.is_absolute():
-        candidates = [path]
-    else:
-        candidates = ([checkpoint_dir / path] if checkpoint_dir is not None else []) + [Path.cwd() / path]
-    found = [c for c in candidates if c.is_dir()]
-    if len(found) > 1 and found[0].resolve() != found[1].resolve():
-        logger.warning(
-            "config.json: mm_vision_tower=%r exists relative to the checkpoint (%s) and to the working directory "
-            "(%s); using the checkpoint's", tower, found[0], found[1],
-        )
-    return (found[0] if found else None), candidates
+    return _text_config_from_dict(raw, lambda key: key.startswith("mm_") or key in _WRAPPER_KEYS)
 
 
 def _siglip_vision_config(directory: Path, tower: str) -> SiglipVisionConfig:
@@ -186,7 +167,7 @@ def resolve_vision_config(raw: dict[str, Any], checkpoint_dir: str | os.PathLike
         )
     tried = ["no 'vision_config' dict in config.json"]
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    directory, looked_at = _tower_directory(tower, ckpt)
+    directory, looked_at = tower_directory(tower, ckpt)
     if directory is not None:
         if not (directory / "config.json").is_file():
             raise CheckpointError(

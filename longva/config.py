@@ -45,6 +45,8 @@ from typing import Any, Literal, get_args
 from transformers import CLIPVisionConfig, Qwen2Config
 
 from longva.checkpoint import CheckpointError
+from vlm_common.checkpoints import tower_directory
+from vlm_common.qwen import text_config_from_dict as _text_config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -102,32 +104,8 @@ def _check_choice(name: str, value: Any, choices: Any) -> None:
 
 
 def text_config_from_dict(raw: dict[str, Any]) -> Qwen2Config:
-    """The language model's ``Qwen2Config`` from the flat ``config.json`` dict (``mm_*`` fields dropped)."""
-    text_dict = {k: v for k, v in raw.items() if k not in _MM_KEYS}
-    # LongVA's loader forces rope_scaling=None; 5.x maps rope_theta to rope_parameters itself.
-    text_dict.pop("rope_scaling", None)
-    text_dict.pop("architectures", None)
-    text_dict.pop("model_type", None)  # "qwen2" in the release, "llava_qwen" when saved by LLaVA's code
-    return Qwen2Config(**copy.deepcopy(text_dict))
-
-
-def _tower_directory(tower: str, checkpoint_dir: Path | None) -> tuple[Path | None, list[Path]]:
-    """The local directory ``mm_vision_tower`` names (None if none exists) and every place looked at.
-
-    A relative path is tried against ``checkpoint_dir`` first, then the current working directory.
-    """
-    path = Path(tower).expanduser()
-    if path.is_absolute():
-        candidates = [path]
-    else:
-        candidates = ([checkpoint_dir / path] if checkpoint_dir is not None else []) + [Path.cwd() / path]
-    found = [c for c in candidates if c.is_dir()]
-    if len(found) > 1 and found[0].resolve() != found[1].resolve():
-        logger.warning(
-            "config.json: mm_vision_tower=%r exists relative to the checkpoint (%s) and to the working directory "
-            "(%s); using the checkpoint's", tower, found[0], found[1],
-        )
-    return (found[0] if found else None), candidates
+    """The language model's ``Qwen2Config`` from the flat ``config.json`` dict (wrapper fields dropped)."""
+    return _text_config_from_dict(raw, lambda key: key in _MM_KEYS)
 
 
 def _clip_vision_config(source: str, tower: str) -> CLIPVisionConfig:
@@ -173,7 +151,7 @@ def resolve_vision_config(
         )
     tried = ["no 'vision_config' dict in config.json"]
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    directory, looked_at = _tower_directory(tower, ckpt)
+    directory, looked_at = tower_directory(tower, ckpt)
     if directory is not None:
         if not (directory / "config.json").is_file():
             # CLIPVisionConfig.from_pretrained would silently return its defaults here.

@@ -6,17 +6,16 @@ other ids) and use these only where the checkpoint says nothing.
 
 from __future__ import annotations
 
-#: Placeholder id spliced into ``input_ids`` where the frame features go (LLaVA convention).
-IMAGE_TOKEN_INDEX: int = -200
-#: Placeholder text in the prompt; the prompt is split on it before tokenising.
-DEFAULT_IMAGE_TOKEN: str = "<image>"
-
-ENDOFTEXT: str = "<|endoftext|>"
-IM_START: str = "<|im_start|>"
-IM_END: str = "<|im_end|>"
-#: The three special tokens in id order (released ids 151643, 151644, 151645).
-SPECIAL_TOKENS: tuple[str, str, str] = (ENDOFTEXT, IM_START, IM_END)
-RELEASED_SPECIAL_IDS: dict[str, int] = {ENDOFTEXT: 151643, IM_START: 151644, IM_END: 151645}
+# The prompt placeholder and Qwen2's special tokens are shared by every LLaVA-family package.
+from vlm_common.qwen import (  # noqa: F401 - re-exported
+    DEFAULT_IMAGE_TOKEN,
+    ENDOFTEXT,
+    IM_END,
+    IM_START,
+    IMAGE_TOKEN_INDEX,
+    RELEASED_SPECIAL_IDS,
+    SPECIAL_TOKENS,
+)
 
 #: System message of LongVA's ``qwen_1_5`` conversation template.
 SYSTEM_PROMPT: str = "You are a helpful assistant."

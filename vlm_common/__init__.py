@@ -6,6 +6,9 @@
   a loader;
 - :mod:`vlm_common.modeling`: :class:`~vlm_common.modeling.SplicedCausalLM`, the loading, saving, generation
   config and decoding that the LLaVA-family model classes share;
+- :mod:`vlm_common.qwen`: the prompt placeholder, Qwen2's special tokens, the LM config and tokenizer of a
+  LLaVA-style ``config.json``, ``tokenizer_image_token``, and token-id/decoding helpers;
+- :mod:`vlm_common.frames`: chunked, threaded frame preprocessing through a transformers image processor;
 - :mod:`vlm_common.tiny_tokenizer`: the offline Qwen2-style byte-level BPE tokenizer of the tiny test
   checkpoints.
 

@@ -8,6 +8,7 @@ with a :class:`KeyLayout` (checkpoint key <-> module key tables, and the order k
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -17,6 +18,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+logger = logging.getLogger(__name__)
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -88,6 +91,25 @@ def resolve_checkpoint(path_or_hub_id: str | os.PathLike, model: str = "model") 
             f"download it elsewhere and pass the local directory instead"
         ) from err
     return Path(local)
+
+
+def tower_directory(tower: str, checkpoint_dir: Path | None) -> tuple[Path | None, list[Path]]:
+    """The local directory ``mm_vision_tower`` names (None if none exists) and every place looked at.
+
+    A relative path is tried against ``checkpoint_dir`` first, then the current working directory.
+    """
+    path = Path(tower).expanduser()
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        candidates = ([checkpoint_dir / path] if checkpoint_dir is not None else []) + [Path.cwd() / path]
+    found = [c for c in candidates if c.is_dir()]
+    if len(found) > 1 and found[0].resolve() != found[1].resolve():
+        logger.warning(
+            "config.json: mm_vision_tower=%r exists relative to the checkpoint (%s) and to the working directory "
+            "(%s); using the checkpoint's", tower, found[0], found[1],
+        )
+    return (found[0] if found else None), candidates
 
 
 # ------------------------------------------------------------------------------------- reading
@@ -179,4 +201,4 @@ def write_checkpoint_tensors(
 
 
 __all__ = ["CheckpointError", "INDEX_FILE", "KeyLayout", "SINGLE_FILE", "iter_checkpoint_tensors", "parse_size",
-           "resolve_checkpoint", "shard_files", "write_checkpoint_tensors"]
+           "resolve_checkpoint", "shard_files", "tower_directory", "write_checkpoint_tensors"]

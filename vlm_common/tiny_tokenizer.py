@@ -12,9 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
-#: Qwen2's special tokens, in id order after the BPE vocabulary
-SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)
+from vlm_common.qwen import ENDOFTEXT, IM_END, IM_START, SPECIAL_TOKENS
+
 #: words that must be single tokens (a scorer reads P(yes) / P(no) from one position)
 YES_NO = ("yes", "no", "Yes", "No")
 

@@ -11,7 +11,7 @@ about an unasked question), and a prompt longer than the model's context budget
 something else). Both checks run before the video is decoded. Legitimately decodable inputs are
 answered: videos shorter than the frame count (indices repeat), single frames, grayscale, odd sizes,
 variable frame rate, any path, folders of frame images, and lists of images (sampled like frames, see
-:func:`frames_from_images`).
+:func:`cos.video.frames_from_images`).
 """
 
 from __future__ import annotations
@@ -19,59 +19,19 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
 from cos import options as opt
 from cos.cache import ScoreCache, file_identity, make_key
 from cos.device import normalise_device, resolve_dtype
-from cos.errors import ConfigError, ContextBudgetError, EmptyQuestionError, VideoDecodeError
+from cos.errors import ConfigError, ContextBudgetError, EmptyQuestionError
 from cos.pipeline import Answer, CoSPipeline, GenerationOptions
 from cos.protocol import VideoInfo
 from cos.trace import StageTimer
-from cos.video import frame_indices
+from cos.video import frames_from_images
 from cos_runtime import registry
 from cos_runtime.options import ModelOptions
-
-
-def _open_image(item, position: int) -> Image.Image:
-    if isinstance(item, Image.Image):
-        return item
-    if isinstance(item, (str, os.PathLike)):
-        try:
-            with Image.open(item) as im:
-                im.load()
-                return im.copy()
-        except (OSError, ValueError) as err:
-            raise VideoDecodeError(item, f"image {position} of the list cannot be read: {type(err).__name__}: {err}") from None
-    try:
-        array = np.asarray(item)
-        if array.dtype != np.uint8 or array.ndim not in (2, 3):
-            raise TypeError(f"expected a uint8 (H, W[, C]) array, got {array.dtype} {array.shape}")
-        return Image.fromarray(array)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"image {position} of the list is not an image ({type(item).__name__}): {err}") from None
-
-
-def frames_from_images(images: Sequence, num_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A list of images (PIL, arrays or image files) as a frame stack, sampled like a video's frames.
-
-    With ``num_frames``, the images at :func:`cos.video.frame_indices` ``(len(images), num_frames)`` are
-    taken (so a list longer than ``num_frames`` is thinned uniformly and a shorter one repeats images,
-    exactly as a video with that many frames). Images of another size than the first are resized to it.
-    Returns ``(frames uint8 (N, H, W, 3), indices)``.
-    """
-    if not images:
-        raise VideoDecodeError("<images>", "empty image list")
-    indices = frame_indices(len(images), num_frames) if num_frames else np.arange(len(images))
-    opened: dict[int, Image.Image] = {}
-    for i in sorted(set(indices.tolist())):
-        opened[i] = _open_image(images[i], i).convert("RGB")
-    size = opened[int(indices[0])].size
-    frames = np.stack([np.asarray(opened[i] if opened[i].size == size else opened[i].resize(size)) for i in indices.tolist()])
-    return frames, indices
 
 
 class Engine:
@@ -102,10 +62,9 @@ class Engine:
         if self.method != "cos":
             return None
         o = self.opts.scorer
-        ident = {"name": o.scorer, "mode": o.score_mode, "threshold": float(o.score_threshold)}
+        ident = opt.identity(o)  # the scorer, its checkpoint, 4-bit, decision rule (not its batch size)
         if o.scorer == "llava":
-            ident.update(pretrained=os.path.abspath(o.scorer_pretrained) if os.path.isdir(o.scorer_pretrained) else o.scorer_pretrained,
-                         load_in_4bit=o.scorer_load_in_4bit, dtype=str(getattr(self.pipeline.scorer, "dtype", None)))
+            ident["dtype"] = str(getattr(self.pipeline.scorer, "dtype", None))
         elif o.scorer == "self":
             ident.update(backend=self.spec.name, model=opt.identity(self.opts.backend), dtype=str(self.dtype))
         return ident
@@ -120,7 +79,7 @@ class Engine:
             video = {"frames_sha256": hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest(), "shape": list(frames.shape)}
         cfg = self.opts.cos
         # The decoder is part of the key: decord and PyAV may give different pixels for the same frame index.
-        return make_key({"kind": "shot_scores", "v": 3, "video": video, "decoder": info.get("decoder"),
+        return make_key({"kind": "shot_scores", "v": 4, "video": video, "decoder": info.get("decoder"),
                          "frame_indices": [int(i) for i in info["frame_indices"]], "scorer": self.scorer_identity(),
                          "shot_size": cfg.shot_size, "leftover": cfg.leftover, "question": question})
 

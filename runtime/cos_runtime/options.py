@@ -19,10 +19,8 @@ from typing import Any
 from cos import options as opt
 from cos.device import DTYPES
 from cos.errors import ConfigError
-from cos.pipeline import CoSConfig
+from cos.pipeline import METHODS, CoSConfig
 from cos.scoring import ScorerConfig
-
-METHODS = ("uniform", "cos")
 
 
 def _batch_size(name: str, value: Any) -> int:

@@ -104,7 +104,7 @@ class SplicedVideoLM:
         return self.processor.decode(token_ids)
 
     def token_id(self, text: str) -> int:
-        ids = self.processor.tokenizer(text, add_special_tokens=False).input_ids
-        if len(ids) != 1:
-            raise ConfigError(f"{text!r} is not a single token for this tokenizer (ids {ids})")
-        return int(ids[0])
+        try:
+            return int(self.processor.token_id(text))
+        except ValueError as err:
+            raise ConfigError(f"not a single token for this tokenizer: {err}") from None
