@@ -29,8 +29,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["cos", "vlm_common", "longva", "llava_video", "cos_runtime", "cos_runtime.backends", "cos_lmms_eval", "cos_lmms_eval.tasks"],
-    package_dir={"cos": "cos", "vlm_common": "vlm_common", "longva": "longva", "llava_video": "llava_video",
+    packages=["cos", "vlm_common", "longva", "llava_video", "videoxl", "cos_runtime", "cos_runtime.backends", "cos_lmms_eval", "cos_lmms_eval.tasks"],
+    package_dir={"cos": "cos", "vlm_common": "vlm_common", "longva": "longva", "llava_video": "llava_video", "videoxl": "videoxl",
                  "cos_runtime": "runtime/cos_runtime", "cos_lmms_eval": "lmms-eval/cos_lmms_eval"},
     # the offline task (YAML + hooks) ships inside the package: --include_path $(python -m cos_lmms_eval.tasks)
     package_data={"cos_lmms_eval.tasks": ["*/*.yaml", "*/*.py"]},

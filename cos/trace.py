@@ -60,6 +60,9 @@ class CoSTrace:
     stream_features: str | None = None  #: "gathered" (Sp/Sn reuse X's frame features) or "encoded" (each stream encoded)
     # -- decoding
     streams: int = 1  #: 1 (baseline decoding) or 3 (co-reasoning over X, Sp, Sn)
+    #: models that compress the video inside the LM (Video-XL's beacon memory): ratio, window, raw visual tokens and
+    #: beacons per stream, memory size, and ``batch`` (3: X, Sp and Sn each compressed their own video)
+    visual_memory: dict | None = None
     prefill_shared: bool | None = None  #: the three streams' shared prefixes were prefilled once
     prefill_tokens: int | None = None  #: prompt tokens run through the model for the three streams
     prefill_tokens_unshared: int | None = None  #: ... and without sharing, 3 (L - 1)

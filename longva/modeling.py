@@ -54,6 +54,8 @@ class LongVAForCausalLM(SplicedCausalLM, nn.Module):
     """LongVA: CLIP tower + 2-layer MLP projector + 2x2 pooling + Qwen2 LM. Load with :meth:`from_pretrained`."""
 
     layout = LAYOUT
+    #: the ``config.json`` reader (a subclass with more fields, e.g. Video-XL's, sets its own)
+    config_class = LongVAConfig
 
     def __init__(self, config: LongVAConfig, attn_implementation: str = "sdpa"):
         super().__init__()
@@ -98,6 +100,7 @@ class LongVAForCausalLM(SplicedCausalLM, nn.Module):
         attn_implementation: str = "sdpa",
         *,
         dtype: str | torch.dtype | None = None,
+        **model_kwargs: Any,
     ) -> LongVAForCausalLM:
         """Load a checkpoint in the original LongVA format (local directory or hub id).
 
@@ -106,6 +109,7 @@ class LongVAForCausalLM(SplicedCausalLM, nn.Module):
             torch_dtype / dtype (alias): parameter dtype; default float32 on CPU, float16 on GPU.
             device_map: ``None``/``"cpu"``, ``"auto"`` (cuda if available) or a device such as ``"cuda:0"``.
             attn_implementation: ``"sdpa"`` (default), ``"eager"`` or ``"flash_attention_2"``.
+            model_kwargs: passed to the constructor (a subclass's own arguments).
 
         Every checkpoint key must map to a module parameter and vice versa (:class:`CheckpointError`
         names the first offender). When the tokenizer is smaller than ``vocab_size`` the embeddings and
@@ -114,7 +118,7 @@ class LongVAForCausalLM(SplicedCausalLM, nn.Module):
         if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
             raise ValueError(f"torch_dtype={torch_dtype} and dtype={dtype} disagree; pass one of them")
         ckpt_dir = resolve_checkpoint(path_or_hub_id)
-        config = LongVAConfig.from_json_file(ckpt_dir / "config.json")
+        config = cls.config_class.from_json_file(ckpt_dir / "config.json")
         device = resolve_device(device_map)
         param_dtype = resolve_dtype(dtype if dtype is not None else torch_dtype, device)
         if config.text_config.tie_word_embeddings:
@@ -125,18 +129,20 @@ class LongVAForCausalLM(SplicedCausalLM, nn.Module):
         # Parameters on the meta device (no random init of 8B weights); buffers (rotary inv_freq in
         # float32, CLIP position ids) are created for real and keep their dtypes.
         with init_empty_weights(include_buffers=False):
-            model = cls(config, attn_implementation=attn_implementation)
+            model = cls(config, attn_implementation=attn_implementation, **model_kwargs)
         model.load_checkpoint_weights(ckpt_dir, device=device, dtype=param_dtype)
         model.to(device)  # buffers only; never .to(dtype), which would round inv_freq
-
-        n_tokens = _tokenizer_length(ckpt_dir, config)
-        vocab = model.language_model.config.vocab_size
-        if n_tokens is not None and n_tokens < vocab:
-            model.language_model.resize_token_embeddings(n_tokens)
+        model._adjust_vocabulary(ckpt_dir)
         model._load_generation_config(ckpt_dir)
         model.eval()
         model.requires_grad_(False)
         return model
+
+    def _adjust_vocabulary(self, ckpt_dir: Path) -> None:
+        """LongVA's loader shrinks the embeddings and LM head to ``len(tokenizer)`` when that is smaller."""
+        n_tokens = _tokenizer_length(ckpt_dir, self.config)
+        if n_tokens is not None and n_tokens < self.language_model.config.vocab_size:
+            self.language_model.resize_token_embeddings(n_tokens)
 
     # ------------------------------------------------------------------------------ vision
     def encode_frames(self, pixel_values: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:

@@ -3,4 +3,4 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$REPO"
-exec python -m pytest -ra --doctest-modules tests cos vlm_common longva llava_video runtime/cos_runtime lmms-eval/cos_lmms_eval "$@"
+exec python -m pytest -ra --doctest-modules tests cos vlm_common longva llava_video videoxl runtime/cos_runtime lmms-eval/cos_lmms_eval "$@"

@@ -48,6 +48,14 @@ def tiny_llava_video_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_videoxl_dir(tmp_path_factory) -> Path:
+    """A random Video-XL checkpoint in the release's on-disk format (``videoxl.tiny``, size "tiny", seed 0)."""
+    from videoxl.tiny import build_tiny_videoxl
+
+    return build_tiny_videoxl(tmp_path_factory.mktemp("tiny_videoxl"), seed=0, size="tiny")
+
+
+@pytest.fixture(scope="session")
 def needle_data(tmp_path_factory) -> Path:
     """Four synthetic needle videos (real H.264) + questions.json, built once."""
     from cos.synthetic import make_needle_videos

@@ -78,19 +78,23 @@ def resolve_checkpoint(path_or_hub_id: str | os.PathLike, model: str = "model") 
     if path.is_dir():
         return path
     text = str(path_or_hub_id)
-    looks_like_hub_id = re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) is not None and not path.exists()
-    if not looks_like_hub_id:
+    # owner/name, or owner/name/sub/folder for a checkpoint inside a repository (Video-XL's VideoXL_weight_8)
+    looks_like_hub_id = re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+(/[\w.-]+)*", text) is not None and not path.exists()
+    if not looks_like_hub_id or ".." in text.split("/"):
         raise FileNotFoundError(f"{model} checkpoint directory {text!r} does not exist")
+    parts = text.split("/")
+    repo_id, subfolder = "/".join(parts[:2]), "/".join(parts[2:])
+    patterns = ["*.json", "*.safetensors", "*.txt", "tokenizer*", "*.model"]
     try:
         from huggingface_hub import snapshot_download
 
-        local = snapshot_download(repo_id=text, allow_patterns=["*.json", "*.safetensors", "*.txt", "tokenizer*", "*.model"])
+        local = snapshot_download(repo_id=repo_id, allow_patterns=[f"{subfolder}/{p}" for p in patterns] if subfolder else patterns)
     except Exception as err:  # network, auth, missing repo, offline: re-raise with what to do
         raise CheckpointError(
             f"cannot download checkpoint {text!r} from the Hugging Face hub ({type(err).__name__}: {err}); "
             f"download it elsewhere and pass the local directory instead"
         ) from err
-    return Path(local)
+    return Path(local) / subfolder if subfolder else Path(local)
 
 
 def tower_directory(tower: str, checkpoint_dir: Path | None) -> tuple[Path | None, list[Path]]:

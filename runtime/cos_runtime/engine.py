@@ -129,6 +129,9 @@ class Engine:
                           times=None if times is None else tuple(times))
         result = self.pipeline.answer(frames, question, method=self.method, gen=gen, timer=timer, score_cache_key=key, video=video)
         result.trace.update(backend=self.spec.name, **info)
+        report = getattr(self.backend, "memory_report", None)  # models with an in-LM video memory (Video-XL)
+        if report is not None:
+            result.trace.update(visual_memory=report())
         result.trace.timings["total"] = time.perf_counter() - start
         return result
 

@@ -1,6 +1,6 @@
 """The backend registry: one declaration per base model.
 
-A *backend* is a base video LM (LongVA today; LLaVA-Video and Video-XL next) plugged into the runtime.
+A *backend* is a base video LM (LongVA, LLaVA-Video, Video-XL) plugged into the runtime.
 Its declaration (:class:`BackendSpec`) names the module that implements it and the lmms-eval model ids
 of its uniform baseline and its Chain-of-Shot model; everything else is read from that module when the
 backend is used:
@@ -76,6 +76,9 @@ BUILTIN: tuple[BackendSpec, ...] = (
     BackendSpec(name="llava_video", module="cos_runtime.backends.llava_video", baseline_model="llava_vid", cos_model="cos_llava_vid",
                 class_name="LlavaVid", title="LLaVA-Video-7B-Qwen2 (SigLIP so400m + Qwen2-7B, 182 tokens/frame at average pooling)",
                 default_pretrained="lmms-lab/LLaVA-Video-7B-Qwen2"),
+    BackendSpec(name="videoxl", module="cos_runtime.backends.videoxl", baseline_model="videoxl", cos_model="cos_videoxl",
+                class_name="VideoXL", title="Video-XL-7B (CLIP ViT-L/14-336 + Qwen2-7B with beacon memory, 144 tokens/frame kept as 1/8)",
+                default_pretrained="sy1998/Video_XL/VideoXL_weight_8"),
 )
 
 _REGISTRY: dict[str, BackendSpec] = {spec.name: spec for spec in BUILTIN}

@@ -4,7 +4,8 @@ them into the prompt at one placeholder, and runs a transformers causal LM (``mo
 :class:`SplicedVideoLM` implements :class:`cos.protocol.VideoLM` and :class:`cos.protocol.SupportsPrefill`
 over such a ``model`` (``encode_frames``, ``embed_prompt``, ``generate``, ``generation_config``,
 ``tokens_per_frame``, ``config.tokenizer_model_max_length``) and its ``processor`` (``preprocess``,
-``decode``, ``tokenizer``). A backend subclasses it with its prompt (:meth:`prompt_ids`) and facts.
+``decode``, ``tokenizer``). A backend subclasses it with its prompt (:meth:`prompt_ids`) and facts;
+:class:`CachedVideoLM` adds the cached prefill of models whose LM keeps a plain ``DynamicCache``.
 """
 
 from __future__ import annotations
@@ -27,11 +28,6 @@ def token_ids(value) -> tuple[int, ...]:
 
 class SplicedVideoLM:
     """The shared :class:`~cos.protocol.VideoLM` adapter (see the module docstring)."""
-
-    #: tokens per forward when a prefill continues a cache. A continuation needs an explicit
-    #: (query × key) attention mask, so an unchunked 18k-token suffix would materialise an 18k × 18k
-    #: mask (~650 MB in bf16); chunks bound it, and the activations, at chunk × L.
-    prefill_chunk = 2048
 
     def __init__(self, model, processor, encode_chunk_size: int = 32):
         self.model = model
@@ -82,6 +78,28 @@ class SplicedVideoLM:
         out = self.model.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
         return out.logits[:, -1].float()
 
+    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
+        return self.model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.processor.decode(token_ids)
+
+    def token_id(self, text: str) -> int:
+        try:
+            return int(self.processor.token_id(text))
+        except ValueError as err:
+            raise ConfigError(f"not a single token for this tokenizer: {err}") from None
+
+
+class CachedVideoLM(SplicedVideoLM):
+    """:class:`SplicedVideoLM` whose language model keeps a plain ``DynamicCache``: adds
+    :class:`~cos.protocol.SupportsPrefill` (shared-prefix prefill of X, Sp and Sn) and one cached decoding step."""
+
+    #: tokens per forward when a prefill continues a cache. A continuation needs an explicit
+    #: (query × key) attention mask, so an unchunked 18k-token suffix would materialise an 18k × 18k
+    #: mask (~650 MB in bf16); chunks bound it, and the activations, at chunk × L.
+    prefill_chunk = 2048
+
     def prefill(self, inputs_embeds: torch.Tensor, cache=None):
         from transformers import DynamicCache
 
@@ -96,15 +114,3 @@ class SplicedVideoLM:
     def decode_step(self, inputs_embeds: torch.Tensor, cache) -> torch.Tensor:
         """One cached forward of ``inputs_embeds (B, 1, D)`` on ``cache`` -> last logits (benchmarks)."""
         return self.model.language_model(inputs_embeds=inputs_embeds, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-
-    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
-        return self.model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.processor.decode(token_ids)
-
-    def token_id(self, text: str) -> int:
-        try:
-            return int(self.processor.token_id(text))
-        except ValueError as err:
-            raise ConfigError(f"not a single token for this tokenizer: {err}") from None

@@ -27,7 +27,7 @@ from cos.protocol import VideoInfo
 from cos.video import BACKENDS as DECODERS
 from cos.video import SampledVideo, frame_indices
 from cos.video import sample_frames as _sample_video
-from cos_runtime.backends.common import SplicedVideoLM
+from cos_runtime.backends.common import CachedVideoLM
 
 #: chat templates (lmms-eval ``conv_template``) the prompt builder implements
 CONV_TEMPLATES = ("qwen_1_5", "qwen_2", "vicuna_v1")
@@ -85,7 +85,7 @@ class Options:
         validate(self)
 
 
-class LlavaVideoBackend(SplicedVideoLM):
+class LlavaVideoBackend(CachedVideoLM):
     """A :class:`~cos.protocol.VideoLM` (with prefill) over ``llava_video.LlavaVideoForCausalLM`` + its processor."""
 
     def __init__(self, model, processor, options: Options):

@@ -17,7 +17,7 @@ from cos.protocol import VideoInfo
 from cos.video import BACKENDS as DECODERS
 from cos.video import SampledVideo
 from cos.video import sample_frames as _sample_uniform
-from cos_runtime.backends.common import SplicedVideoLM
+from cos_runtime.backends.common import CachedVideoLM
 
 #: attention kernels LongVA's language model can run with
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
@@ -52,7 +52,7 @@ class Options:
         validate(self)
 
 
-class LongVABackend(SplicedVideoLM):
+class LongVABackend(CachedVideoLM):
     """A :class:`~cos.protocol.VideoLM` (with prefill) over ``longva.LongVAForCausalLM`` + ``longva.LongVAProcessor``."""
 
     def __init__(self, model, processor, encode_chunk_size: int = 32):

@@ -1,0 +1,91 @@
+"""Random Video-XL checkpoints in the release's on-disk format, for tests and benchmarks (offline).
+
+``build_tiny_videoxl(out_dir, seed, size)`` writes what ``sy1998/Video_XL/VideoXL_weight_8`` holds: LongVA's
+flat ``config.json`` (:func:`longva.tiny.tiny_config_dict`) plus every beacon field of the release's
+training script, ``generation_config.json``, sharded safetensors with the release's key names — LongVA's
+plus ``model.layers.N.self_attn.beacon_{q,k,v}_proj.{weight,bias}`` and ``model.beacon_embed_tokens.weight``
+— and the offline Qwen2-style tokenizer. The vocabulary on disk has no placeholder row (the loader adds
+it, as the release's does).
+
+=========  ============================  ===============  ====================================
+size       geometry                      tokens / frame   beacon window
+=========  ============================  ===============  ====================================
+tiny       LongVA ``tiny`` (112 px)      16               64 (4 frames: 16 frames = 4 windows)
+small      LongVA ``small`` (336 px)     144              1440 (10 frames, as the release)
+=========  ============================  ===============  ====================================
+
+The same seed gives identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from longva.checkpoint import module_to_checkpoint_key, write_checkpoint_tensors
+from longva.processing import default_image_processor
+from longva.tiny import SIZES as LONGVA_SIZES
+from longva.tiny import _init_tensor, _write_json, tiny_config_dict, write_tiny_tokenizer
+from videoxl.config import BEACON_DEFAULTS
+
+#: beacon window (= stride) per size
+WINDOWS = {"tiny": 64, "small": 1440}
+SIZES = tuple(WINDOWS)
+
+
+def videoxl_config_dict(size: str, n_tokens: int) -> dict[str, Any]:
+    """LongVA's tiny ``config.json`` with the release's beacon fields and Video-XL's naming."""
+    raw = tiny_config_dict(size, n_tokens)
+    raw.update({k: (list(v) if isinstance(v, list) else v) for k, v in BEACON_DEFAULTS.items()})
+    raw.update(_name_or_path=f"tiny-videoxl-{size}", beacon_window=WINDOWS[size], beacon_stride=WINDOWS[size],
+               mm_resampler_type="spatial_pool", mm_spatial_pool_out_channels=1024, frames_upbound=128, model_max_length=32768,
+               enable_beacon=True)
+    raw.pop("tokenizer_model_max_length", None)  # Video-XL's generation path does not truncate
+    return raw
+
+
+def build_tiny_videoxl(out_dir, seed: int = 0, size: str = "tiny") -> Path:
+    """Write a random Video-XL checkpoint (+ tokenizer) to ``out_dir``; see the module docstring."""
+    if size not in WINDOWS:
+        raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    from accelerate import init_empty_weights
+
+    from videoxl.config import VideoXLConfig
+    from videoxl.modeling import VideoXLForCausalLM
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_tokens = write_tiny_tokenizer(out_dir, n_merges=LONGVA_SIZES[size]["merges"])
+    raw = videoxl_config_dict(size, n_tokens)
+    _write_json(out_dir / "config.json", raw)
+    endoftext, im_end = raw["bos_token_id"], raw["eos_token_id"]
+    _write_json(out_dir / "generation_config.json",
+                {"bos_token_id": endoftext, "do_sample": True, "eos_token_id": [im_end, endoftext], "pad_token_id": endoftext,
+                 "repetition_penalty": 1.05, "temperature": 0.7, "top_k": 20, "top_p": 0.8, "transformers_version": "4.40.0.dev0"})
+    config = VideoXLConfig.from_dict(raw)
+    with init_empty_weights(include_buffers=False):
+        shapes = {module_to_checkpoint_key(k): tuple(p.shape) for k, p in VideoXLForCausalLM(config).named_parameters()}
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {key: _init_tensor(key, shape, gen).to(torch.bfloat16) for key, shape in sorted(shapes.items())}
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    write_checkpoint_tensors(out_dir, tensors, max_shard_size=total // 2 + 1)  # >= 2 shards
+    if size == "tiny":
+        default_image_processor(config.image_size).save_pretrained(str(out_dir))
+    return out_dir
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``make-tiny-videoxl OUT [--seed S] [--size tiny|small]``."""
+    p = subparsers.add_parser("make-tiny-videoxl", help="write a random Video-XL checkpoint in the release's format (offline)",
+                              description=__doc__.splitlines()[0], allow_abbrev=False)
+    p.add_argument("out", metavar="OUT", help="output directory")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    p.add_argument("--size", choices=SIZES, default="tiny", help="tiny: unit tests (window of 4 frames); small: 336 px / 144 tokens")
+    p.set_defaults(func=lambda args: print(build_tiny_videoxl(args.out, seed=args.seed, size=args.size)) or 0)
+    return p
+
+
+__all__ = ["SIZES", "WINDOWS", "add_parser", "build_tiny_videoxl", "videoxl_config_dict"]
