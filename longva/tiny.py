@@ -165,19 +165,28 @@ def _init_tensor(key: str, shape: tuple[int, ...], gen: torch.Generator) -> torc
 
 def build_tiny_longva(out_dir: str | os.PathLike, seed: int = 0, size: str = "tiny") -> Path:
     """Write a random LongVA checkpoint (+ tokenizer) to ``out_dir``; see the module docstring."""
+    from longva.modeling import LongVAForCausalLM
+
+    return write_tiny_checkpoint(out_dir, LongVAForCausalLM, tiny_config_dict, seed=seed, size=size)
+
+
+def write_tiny_checkpoint(out_dir: str | os.PathLike, model_class, config_dict, seed: int = 0, size: str = "tiny") -> Path:
+    """A random checkpoint of ``model_class`` (LongVA or a model built on it) in LongVA's on-disk format.
+
+    ``config_dict(size, len(tokenizer))`` gives the flat ``config.json``; parameter shapes come from
+    ``model_class(model_class.config_class.from_dict(raw))`` built on the meta device, keys are written with
+    LongVA's names (``model.<k>`` for everything the language model holds, beacons included).
+    """
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     from accelerate import init_empty_weights
-    from transformers import CLIPImageProcessorPil
 
-    from longva.config import LongVAConfig
-    from longva.modeling import LongVAForCausalLM
     from longva.processing import default_image_processor
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_tokens = write_tiny_tokenizer(out_dir, n_merges=SIZES[size]["merges"])
-    raw = tiny_config_dict(size, n_tokens)
+    raw = config_dict(size, n_tokens)
     _write_json(out_dir / "config.json", raw)
     endoftext, im_end = raw["bos_token_id"], raw["eos_token_id"]
     _write_json(
@@ -186,16 +195,15 @@ def build_tiny_longva(out_dir: str | os.PathLike, seed: int = 0, size: str = "ti
          "repetition_penalty": 1.05, "temperature": 0.7, "top_k": 20, "top_p": 0.8,
          "transformers_version": "4.40.0.dev0"},
     )
-    config = LongVAConfig.from_dict(raw)
+    config = model_class.config_class.from_dict(raw)
     with init_empty_weights(include_buffers=False):
-        shapes = {module_to_checkpoint_key(k): tuple(p.shape) for k, p in LongVAForCausalLM(config).named_parameters()}
+        shapes = {module_to_checkpoint_key(k): tuple(p.shape) for k, p in model_class(config).named_parameters()}
     gen = torch.Generator().manual_seed(seed)
     tensors = {key: _init_tensor(key, shape, gen).to(torch.bfloat16) for key, shape in sorted(shapes.items())}
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     write_checkpoint_tensors(out_dir, tensors, max_shard_size=total // 2 + 1)  # >= 2 shards
     if size == "tiny":
-        processor: CLIPImageProcessorPil = default_image_processor(config.image_size)
-        processor.save_pretrained(str(out_dir))
+        default_image_processor(config.image_size).save_pretrained(str(out_dir))
     return out_dir
 
 
@@ -221,4 +229,4 @@ def _command(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["SIZES", "add_parser", "build_tiny_longva", "tiny_config_dict", "write_tiny_tokenizer"]
+__all__ = ["SIZES", "add_parser", "build_tiny_longva", "tiny_config_dict", "write_tiny_checkpoint", "write_tiny_tokenizer"]

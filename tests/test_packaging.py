@@ -37,7 +37,7 @@ def test_manifests_name_models_and_aliases():
     from cos_lmms_eval.registration import manifests
 
     by_id = {m.model_id: m for m in manifests()}
-    assert set(by_id) == {"cos_longva", "longva", "cos_llava_vid", "llava_vid"}
+    assert set(by_id) == {"cos_longva", "longva", "cos_llava_vid", "llava_vid", "cos_videoxl", "videoxl"}
     assert "longva_cos" in by_id["cos_longva"].aliases
     assert by_id["cos_longva"].simple_class_path == "cos_lmms_eval.models.CoSLongVA"
     assert by_id["longva"].simple_class_path == "cos_lmms_eval.models.LongVA"

@@ -248,3 +248,22 @@ def test_trace_round_trips_and_refuses_unknown_fields(tmp_path):
     assert CoSTrace.from_json(old).schema == 0 and CoSTrace.from_json(old).alpha == 0.5
     with pytest.raises(ValueError, match="newer"):
         CoSTrace.from_json({**data, "schema": TRACE_SCHEMA + 1})
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_run_config_names_a_registered_model_and_valid_model_args(path):
+    """The YAML configs the scripts take: their model id resolves to a backend and method, and their
+    model_args parse (as lmms-eval splits them) into that model's options."""
+    import yaml
+    from lmms_eval.utils import simple_parse_args_string
+
+    from cos_runtime import registry
+    from cos_runtime.options import ModelOptions
+
+    loaded = yaml.safe_load(path.read_text())
+    for config in loaded if isinstance(loaded, list) else [loaded]:  # a list: models run one after the other
+        resolved = registry.resolve_model_id(config["model"])
+        assert resolved is not None, config["model"]
+        spec, method = resolved
+        opts = ModelOptions.parse(spec.name, method, simple_parse_args_string(config["model_args"]))
+        assert opts.backend.pretrained and opts.backend.max_frames_num >= 1

@@ -23,12 +23,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from longva.checkpoint import module_to_checkpoint_key, write_checkpoint_tensors
-from longva.processing import default_image_processor
-from longva.tiny import SIZES as LONGVA_SIZES
-from longva.tiny import _init_tensor, _write_json, tiny_config_dict, write_tiny_tokenizer
+from longva.tiny import tiny_config_dict, write_tiny_checkpoint
 from videoxl.config import BEACON_DEFAULTS
 
 #: beacon window (= stride) per size
@@ -51,30 +46,9 @@ def build_tiny_videoxl(out_dir, seed: int = 0, size: str = "tiny") -> Path:
     """Write a random Video-XL checkpoint (+ tokenizer) to ``out_dir``; see the module docstring."""
     if size not in WINDOWS:
         raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
-    from accelerate import init_empty_weights
-
-    from videoxl.config import VideoXLConfig
     from videoxl.modeling import VideoXLForCausalLM
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n_tokens = write_tiny_tokenizer(out_dir, n_merges=LONGVA_SIZES[size]["merges"])
-    raw = videoxl_config_dict(size, n_tokens)
-    _write_json(out_dir / "config.json", raw)
-    endoftext, im_end = raw["bos_token_id"], raw["eos_token_id"]
-    _write_json(out_dir / "generation_config.json",
-                {"bos_token_id": endoftext, "do_sample": True, "eos_token_id": [im_end, endoftext], "pad_token_id": endoftext,
-                 "repetition_penalty": 1.05, "temperature": 0.7, "top_k": 20, "top_p": 0.8, "transformers_version": "4.40.0.dev0"})
-    config = VideoXLConfig.from_dict(raw)
-    with init_empty_weights(include_buffers=False):
-        shapes = {module_to_checkpoint_key(k): tuple(p.shape) for k, p in VideoXLForCausalLM(config).named_parameters()}
-    gen = torch.Generator().manual_seed(seed)
-    tensors = {key: _init_tensor(key, shape, gen).to(torch.bfloat16) for key, shape in sorted(shapes.items())}
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
-    write_checkpoint_tensors(out_dir, tensors, max_shard_size=total // 2 + 1)  # >= 2 shards
-    if size == "tiny":
-        default_image_processor(config.image_size).save_pretrained(str(out_dir))
-    return out_dir
+    return write_tiny_checkpoint(out_dir, VideoXLForCausalLM, videoxl_config_dict, seed=seed, size=size)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -187,11 +187,11 @@ def run_bench(args) -> dict:
         args.release_repeats = 0
     else:
         scorer = get_scorer("llava", **scorer_kwargs)  # loaded once, reused by every CoS run
-    # The release-style pipeline and the decode-step timing drive the LM token by token: they need the
-    # backend's embed_tokens / prefill / decode_step (LongVA has them; a backend without them is benched
-    # on uniform vs CoS only).
+    # The release-style pipeline drives the LM token by token through embed_tokens + forward_logits; the
+    # decode-step timing and the shared-prefix figures need a cached prefill (prefill / decode_step). A
+    # backend without them (Video-XL: its beacon memory is built inside generate) skips those parts.
     stepwise = all(hasattr(backend, name) for name in ("embed_tokens", "prefill", "decode_step"))
-    if not stepwise:
+    if not hasattr(backend, "embed_tokens"):
         args.release_repeats = 0
     config = CoSConfig(shot_size=4, share_prefix=args.share_prefix)
     pipe = CoSPipeline(backend, scorer, config)
@@ -252,8 +252,10 @@ def run_bench(args) -> dict:
                            & (np.linspace(0, doc["num_frames"] - 1, n, dtype=int) < doc["needle_end"])).astype(np.int8)
             rng = np.random.default_rng(0)
             random_codes = [np.repeat(rng.random(-(-n // 4)) < 0.3, 4)[:n].astype(np.int8) for _ in range(8)]
-            prefix = {"needle": plan_prefill(streams_for(needle_code)).saved_fraction,
-                      "random": statistics.mean(plan_prefill(streams_for(c)).saved_fraction for c in random_codes)}
+            prefix = None
+            if stepwise:
+                prefix = {"needle": plan_prefill(streams_for(needle_code)).saved_fraction,
+                          "random": statistics.mean(plan_prefill(streams_for(c)).saved_fraction for c in random_codes)}
             step = decode_step_ratio(backend, streams_for(needle_code if needle_code.any() else random_codes[0])) if stepwise else None
         ratios = {"cos_over_uniform": entry["cos"]["total"] / entry["uniform"]["total"]}
         if step is not None:
@@ -263,6 +265,10 @@ def run_bench(args) -> dict:
         for key in ("peak_rss_mib", "peak_gpu_mib"):
             if key in entry["cos"]:
                 ratios[f"cos_{key.replace('_mib', '')}_over_uniform"] = entry["cos"][key] / entry["uniform"][key]
+        memory = getattr(backend, "memory_report", None)  # an in-LM video memory (Video-XL): what each stream keeps
+        if memory is not None:
+            pipe.answer(frames, question, method="cos", gen=gen, score_cache_key=None)
+            entry["visual_memory"] = memory()
         entry.update(ratios=ratios, decode_step=step, prefix_saved_fraction=prefix,
                      tokens_equal_release=(runs["release"][0]["tokens"] == runs["cos"][0]["tokens"]) if runs["release"] else None)
         report["frames"][str(n)] = entry
@@ -309,9 +315,14 @@ def format_report(report: dict) -> str:
         r = entry["ratios"]
         lines.append("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()))
         p = entry["prefix_saved_fraction"]
-        lines.append(f"shared-prefix prefill saves {100 * p['needle']:.0f}% of prefill tokens on the needle video's true code, "
-                     f"{100 * p['random']:.0f}% on random codes"
-                     + ("" if entry["tokens_equal_release"] is None else f"; CoS tokens == release-style tokens: {entry['tokens_equal_release']}"))
+        same = "" if entry["tokens_equal_release"] is None else f"; CoS tokens == release-style tokens: {entry['tokens_equal_release']}"
+        if p is not None:
+            lines.append(f"shared-prefix prefill saves {100 * p['needle']:.0f}% of prefill tokens on the needle video's true code, "
+                         f"{100 * p['random']:.0f}% on random codes" + same)
+        if entry.get("visual_memory"):
+            m = entry["visual_memory"]
+            lines.append(f"beacon memory (last CoS answer): {m['batch']} stream(s), each compressing its own video ({m['visual_tokens']} visual "
+                         f"tokens -> {m['beacons']} beacons at ratio {m['beacon_ratio']}, windows of {m['beacon_window']}; nothing shared)" + same)
     return "\n".join(lines)
 
 
