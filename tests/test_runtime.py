@@ -228,7 +228,7 @@ def test_cos_run_flags_are_generated_from_the_option_fields():
                  "--share-prefix", "--alpha", "--scorer", "--scorer-pretrained", "--score-mode", "--score-threshold", "--torch-dtype",
                  "--backend"):
         assert flag in out, flag
-    assert "--backend {longva,llava_video}" in out  # the choices come from the registry
+    assert "--backend {longva,llava_video,videoxl}" in out  # the choices come from the registry
 
 
 # ------------------------------------------------------------------------------------------------ trace
