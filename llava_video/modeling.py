@@ -64,6 +64,7 @@ class LlavaVideoForCausalLM(SplicedCausalLM, nn.Module):
     """
 
     layout = LAYOUT
+    processor_name = "LlavaVideoProcessor"
     optional_parameters = _OPTIONAL_PARAMETERS
 
     def __init__(self, config: LlavaVideoConfig, attn_implementation: str = "sdpa"):
@@ -194,33 +195,9 @@ class LlavaVideoForCausalLM(SplicedCausalLM, nn.Module):
         return message
 
     # ------------------------------------------------------------------------------ vision
-    def encode_frames(self, pixel_values: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:
-        """Pixel values ``(N, 3, S, S)`` -> frame blocks ``(N, T, D)`` in the LM's dtype and device.
-
-        Each block is the frame's pooled, projected patches with its newline vectors already in place
-        (``grid``: rows of ``p`` tokens each followed by ``image_newline``), so blocks can be gathered by
-        index. Frames go through the tower ``chunk_size`` at a time; the result does not depend on it.
-        """
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
-            raise ValueError(f"pixel_values must be (N, 3, S, S), got {tuple(pixel_values.shape)}")
-        size = self.image_size
-        if tuple(pixel_values.shape[-2:]) != (size, size):
-            raise ValueError(
-                f"pixel_values are {tuple(pixel_values.shape[-2:])}, the vision tower expects ({size}, {size}); "
-                f"preprocess with the checkpoint's LlavaVideoProcessor"
-            )
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        if pixel_values.shape[0] == 0:
-            raise ValueError("pixel_values holds no frames")
-        outs = []
-        with torch.no_grad():
-            for start in range(0, pixel_values.shape[0], chunk_size):
-                chunk = pixel_values[start : start + chunk_size].to(device=self.device, dtype=self.vision_dtype)
-                outs.append(self._encode_chunk(chunk))
-        return torch.cat(outs, dim=0)
-
     def _encode_chunk(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Frame blocks ``(n, T, D)``: each frame's pooled, projected patches with its newline vectors already in
+        place (``grid``: rows of ``p`` tokens each followed by ``image_newline``), so blocks can be gathered by index."""
         hidden = self.vision_tower.embeddings(pixel_values)
         hidden = self.vision_tower.encoder(inputs_embeds=hidden).last_hidden_state  # no post_layernorm
         feats = self.mm_projector(hidden)

@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from llava_video.checkpoint import module_to_checkpoint_key, write_checkpoint_tensors
+from vlm_common.checkpoints import write_random_weights
 from vlm_common.tiny_tokenizer import write_tiny_tokenizer as _write_tokenizer
 
 #: Name of the tower directory written inside the checkpoint (``mm_vision_tower``, relative to the checkpoint).
@@ -225,11 +225,7 @@ def build_tiny_llava_video(out_dir: str | os.PathLike, seed: int = 0, size: str 
     _write_json(out_dir / "generation_config.json", generation_config_dict(raw["bos_token_id"], raw["eos_token_id"]))
     config = LlavaVideoConfig.from_dict(raw, checkpoint_dir=out_dir)
     with init_empty_weights(include_buffers=False):
-        shapes = {module_to_checkpoint_key(k): tuple(p.shape) for k, p in LlavaVideoForCausalLM(config).named_parameters()}
-    gen = torch.Generator().manual_seed(seed)
-    tensors = {key: _init_tensor(key, shape, gen).to(torch.bfloat16) for key, shape in sorted(shapes.items())}
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
-    write_checkpoint_tensors(out_dir, tensors, max_shard_size=total // 2 + 1)  # >= 2 shards
+        write_random_weights(out_dir, LlavaVideoForCausalLM(config), LlavaVideoForCausalLM.layout, _init_tensor, seed=seed)
     return out_dir
 
 

@@ -54,6 +54,7 @@ class LongVAForCausalLM(SplicedCausalLM, nn.Module):
     """LongVA: CLIP tower + 2-layer MLP projector + 2x2 pooling + Qwen2 LM. Load with :meth:`from_pretrained`."""
 
     layout = LAYOUT
+    processor_name = "LongVAProcessor"
     #: the ``config.json`` reader (a subclass with more fields, e.g. Video-XL's, sets its own)
     config_class = LongVAConfig
 
@@ -145,38 +146,14 @@ class LongVAForCausalLM(SplicedCausalLM, nn.Module):
             self.language_model.resize_token_embeddings(n_tokens)
 
     # ------------------------------------------------------------------------------ vision
-    def encode_frames(self, pixel_values: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:
-        """Pixel values ``(N, 3, S, S)`` -> frame features ``(N, T, D)`` in the LM's dtype and device.
-
-        CLIP ``hidden_states[mm_vision_select_layer]`` (before ``post_layernorm``), CLS dropped, projector,
-        then ``avg_pool2d`` with stride ``mm_spatial_pool_stride`` over the row-major patch grid (pooling
-        comes after the projector in LongVA). Frames go through CLIP ``chunk_size`` at a time; the result
-        does not depend on the chunking.
-        """
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
-            raise ValueError(f"pixel_values must be (N, 3, S, S), got {tuple(pixel_values.shape)}")
-        size = self.image_size
-        if tuple(pixel_values.shape[-2:]) != (size, size):
-            raise ValueError(
-                f"pixel_values are {tuple(pixel_values.shape[-2:])}, the vision tower expects ({size}, {size}); "
-                f"preprocess with the checkpoint's LongVAProcessor"
-            )
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        if pixel_values.shape[0] == 0:
-            raise ValueError("pixel_values holds no frames")
-        outs = []
-        with torch.no_grad():
-            for start in range(0, pixel_values.shape[0], chunk_size):
-                chunk = pixel_values[start : start + chunk_size].to(device=self.device, dtype=self.vision_dtype)
-                outs.append(self._encode_chunk(chunk))
-        return torch.cat(outs, dim=0)
-
     @property
     def vision_dtype(self) -> torch.dtype:
         return self.vision_tower.embeddings.patch_embedding.weight.dtype
 
     def _encode_chunk(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """CLIP ``hidden_states[mm_vision_select_layer]`` (before ``post_layernorm``), CLS dropped, projector, then
+        ``avg_pool2d`` with stride ``mm_spatial_pool_stride`` over the row-major patch grid (pooling comes after
+        the projector in LongVA): ``(n, T, D)``, ``T = 144`` at 336 px."""
         out = self.vision_tower(pixel_values=pixel_values, output_hidden_states=True)
         feats = out.hidden_states[self.config.mm_vision_select_layer][:, 1:]  # "patch": drop CLS
         feats = self.mm_projector(feats)

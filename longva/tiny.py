@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from longva.checkpoint import module_to_checkpoint_key, write_checkpoint_tensors
+from vlm_common.checkpoints import write_random_weights
 from vlm_common.tiny_tokenizer import write_tiny_tokenizer as _write_tokenizer
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -197,11 +197,7 @@ def write_tiny_checkpoint(out_dir: str | os.PathLike, model_class, config_dict, 
     )
     config = model_class.config_class.from_dict(raw)
     with init_empty_weights(include_buffers=False):
-        shapes = {module_to_checkpoint_key(k): tuple(p.shape) for k, p in model_class(config).named_parameters()}
-    gen = torch.Generator().manual_seed(seed)
-    tensors = {key: _init_tensor(key, shape, gen).to(torch.bfloat16) for key, shape in sorted(shapes.items())}
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
-    write_checkpoint_tensors(out_dir, tensors, max_shard_size=total // 2 + 1)  # >= 2 shards
+        write_random_weights(out_dir, model_class(config), model_class.layout, _init_tensor, seed=seed)
     if size == "tiny":
         default_image_processor(config.image_size).save_pretrained(str(out_dir))
     return out_dir

@@ -206,3 +206,15 @@ def write_checkpoint_tensors(
 
 __all__ = ["CheckpointError", "INDEX_FILE", "KeyLayout", "SINGLE_FILE", "iter_checkpoint_tensors", "parse_size",
            "resolve_checkpoint", "shard_files", "tower_directory", "write_checkpoint_tensors"]
+
+
+def write_random_weights(out_dir: str | os.PathLike, model, layout: KeyLayout, init: Callable, seed: int = 0,
+                         dtype: torch.dtype = torch.bfloat16) -> None:
+    """Random tensors for every parameter of ``model`` (typically built on the meta device), named by ``layout``,
+    drawn by ``init(checkpoint_key, shape, generator)`` in sorted key order from a generator seeded ``seed``, and
+    written as at least two safetensors shards in the layout's order (the same seed gives the same files)."""
+    shapes = {layout.module_to_checkpoint_key(k): tuple(p.shape) for k, p in model.named_parameters()}
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {key: init(key, shape, gen).to(dtype) for key, shape in sorted(shapes.items())}
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    write_checkpoint_tensors(out_dir, tensors, max_shard_size=total // 2 + 1, order=layout.order)

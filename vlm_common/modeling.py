@@ -1,8 +1,8 @@
-"""What the LLaVA-family model classes share: loading and saving the checkpoint, the generation config,
-and decoding from spliced embeddings through their ``language_model`` (a transformers causal LM).
+"""What the LLaVA-family model classes share: chunked frame encoding, loading and saving the checkpoint, the
+generation config, and decoding from spliced embeddings through their ``language_model`` (a transformers causal LM).
 
 A model class mixes in :class:`SplicedCausalLM` and sets :attr:`~SplicedCausalLM.layout` (its checkpoint
-key names); it keeps its own vision path, frame encoding and prompt splicing.
+key names); it keeps its own vision path (``_encode_chunk``, ``image_size``, ``vision_dtype``) and prompt splicing.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class SplicedCausalLM:
 
     layout: KeyLayout
     optional_parameters: tuple[str, ...] = ()
+    #: the processor that makes this model's pixel values (named in the error for a wrong frame size)
+    processor_name: str = "processor"
     _generation_config_file: dict[str, Any] | None = None
 
     @property
@@ -47,6 +49,32 @@ class SplicedCausalLM:
     @property
     def dtype(self) -> torch.dtype:
         return self.language_model.model.embed_tokens.weight.dtype
+
+    # ------------------------------------------------------------------------------ vision
+    def encode_frames(self, pixel_values: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:
+        """Pixel values ``(N, 3, S, S)`` -> frame features ``(N, T, D)`` in the LM's dtype and device.
+
+        Frames go through the model's ``_encode_chunk`` (its vision tower, projector and pooling)
+        ``chunk_size`` at a time, in ``vision_dtype``; the result does not depend on the chunking.
+        """
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(f"pixel_values must be (N, 3, S, S), got {tuple(pixel_values.shape)}")
+        size = self.image_size
+        if tuple(pixel_values.shape[-2:]) != (size, size):
+            raise ValueError(
+                f"pixel_values are {tuple(pixel_values.shape[-2:])}, the vision tower expects ({size}, {size}); "
+                f"preprocess with the checkpoint's {self.processor_name}"
+            )
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if pixel_values.shape[0] == 0:
+            raise ValueError("pixel_values holds no frames")
+        outs = []
+        with torch.no_grad():
+            for start in range(0, pixel_values.shape[0], chunk_size):
+                chunk = pixel_values[start : start + chunk_size].to(device=self.device, dtype=self.vision_dtype)
+                outs.append(self._encode_chunk(chunk))
+        return torch.cat(outs, dim=0)
 
     # ------------------------------------------------------------------------------ loading
     def load_checkpoint_weights(self, ckpt_dir: str | os.PathLike, device: torch.device, dtype: torch.dtype) -> None:
