@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 #: prefill strategies (``CoSConfig.share_prefix``): share when it saves at least
 #: :data:`MIN_SHARED_SAVING` of the prefill tokens, always, or never
@@ -56,16 +57,35 @@ def common_prefix_length(a: torch.Tensor, b: torch.Tensor) -> int:
     return int(differs.float().argmax()) if bool(differs.any()) else int(a.shape[0])
 
 
+def cache_from_tensors(pairs) -> DynamicCache:
+    """A ``DynamicCache`` whose layer ``l`` holds exactly the tensors ``pairs[l] = (keys, values)``, not copies.
+
+    ``DynamicCache(ddp_cache_data=...)`` fills each layer through ``update``, which concatenates onto an
+    empty tensor: a full copy of everything passed in. Here the layers are made directly, so building a
+    cache costs no memory beyond its tensors (a later ``update`` concatenates into new tensors, as it
+    always does, and leaves these untouched).
+    """
+    cache = DynamicCache()
+    for keys, values in pairs:
+        layer = DynamicLayer()
+        layer.lazy_initialization(keys, values)
+        layer.keys, layer.values = keys, values
+        cache.layers.append(layer)
+    return cache
+
+
 def crop_cache(cache: DynamicCache, length: int) -> DynamicCache:
-    """A new cache holding the first ``length`` positions of ``cache`` (views; ``cache`` is untouched)."""
-    return DynamicCache(ddp_cache_data=[(layer.keys[..., :length, :], layer.values[..., :length, :]) for layer in cache.layers])
+    """A new cache holding the first ``length`` positions of ``cache``: views of its tensors, no copy
+    (``cache`` is untouched; continuing either one writes new tensors)."""
+    return cache_from_tensors((layer.keys[..., :length, :], layer.values[..., :length, :]) for layer in cache.layers)
 
 
 def stack_caches(caches: list[DynamicCache]) -> DynamicCache:
     """Concatenate batch-1 caches of equal length into one cache of batch ``len(caches)``.
 
-    Consumes its inputs: each layer's source tensors are released as soon as that layer is stacked, so
-    the peak is the caches plus one stacked layer, not two copies of everything.
+    Consumes its inputs: each layer's source tensors are released as soon as that layer is stacked, and the
+    stacked layers become the new cache as they are (:func:`cache_from_tensors`), so the peak is the caches
+    plus one stacked layer, not two copies of everything.
     """
     lengths = {c.get_seq_length() for c in caches}
     if len(lengths) != 1:
@@ -76,7 +96,7 @@ def stack_caches(caches: list[DynamicCache]) -> DynamicCache:
         data.append((torch.cat([layer.keys for layer in layers]), torch.cat([layer.values for layer in layers])))
         for layer in layers:
             layer.keys = layer.values = None
-    return DynamicCache(ddp_cache_data=data)
+    return cache_from_tensors(data)
 
 
 def plan_prefill(streams: torch.Tensor, upto: int | None = None) -> PrefillStats:

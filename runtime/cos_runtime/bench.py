@@ -29,7 +29,7 @@ import torch
 from cos.compose import gather_features, negative_map, positive_map
 from cos.decoding import penalise_repetition
 from cos.pipeline import CoSConfig, CoSPipeline, GenerationOptions
-from cos.prefix import crop_cache, plan_prefill
+from cos.prefix import cache_from_tensors, crop_cache, plan_prefill
 from cos.scoring import LlavaScorer, get_scorer
 from cos.trace import StageTimer
 from cos_runtime import registry
@@ -129,9 +129,7 @@ def decode_step_ratio(backend, streams: torch.Tensor, iters: int = 5) -> dict:
 
 
 def _crop_batch(cache, batch: int):
-    from transformers import DynamicCache
-
-    return DynamicCache(ddp_cache_data=[(layer.keys[:batch], layer.values[:batch]) for layer in cache.layers])
+    return cache_from_tensors((layer.keys[:batch], layer.values[:batch]) for layer in cache.layers)
 
 
 # -- driver ----------------------------------------------------------------------------------------
