@@ -69,17 +69,25 @@ def as_bool(name: str, value: Any) -> bool:
     raise _bad(name, value, "true or false")
 
 
-def positive_int(name: str, value: Any) -> int:
+def _int_at_least(name: str, value: Any, lowest: int, expected: str) -> int:
     if isinstance(value, bool):
-        raise _bad(name, value, "a positive integer")
+        raise _bad(name, value, expected)
     try:
         number = int(value)
         exact = float(value) == number
     except (TypeError, ValueError):
-        raise _bad(name, value, "a positive integer") from None
-    if number < 1 or not exact:
-        raise _bad(name, value, "a positive integer")
+        raise _bad(name, value, expected) from None
+    if number < lowest or not exact:
+        raise _bad(name, value, expected)
     return number
+
+
+def positive_int(name: str, value: Any) -> int:
+    return _int_at_least(name, value, 1, "a positive integer")
+
+
+def non_negative_int(name: str, value: Any) -> int:
+    return _int_at_least(name, value, 0, "an integer >= 0")
 
 
 def number(lo: float, hi: float, special: Iterable[str] = ()) -> Callable[[str, Any], Any]:

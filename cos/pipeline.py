@@ -147,6 +147,12 @@ class Composition:
         return float(self.alpha_eq9) if self.contrast else 0.0
 
 
+def check_frames(frames: np.ndarray) -> None:
+    """Refuse anything but a non-empty array of RGB frames ``(n, H, W, 3)`` (:class:`ConfigError`)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise ConfigError(f"frames must be a non-empty uint8 array (n, H, W, 3), got shape {frames.shape}")
+
+
 class _StepClock(LogitsProcessor):
     """Records when each decoding step's logits arrive (the first one marks the end of prefill)."""
 
@@ -186,9 +192,11 @@ class CoSPipeline:
         return self._sync
 
     # -- shared pieces ---------------------------------------------------------------------------
-    def encode(self, frames: np.ndarray, timer: StageTimer) -> torch.Tensor:
-        with timer("preprocess"):
-            pixels = self.model.preprocess(frames)
+    def encode(self, frames: np.ndarray, timer: StageTimer, pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """Frame features of ``frames``; ``pixels``: their ``model.preprocess`` output when already computed."""
+        if pixels is None:
+            with timer("preprocess"):
+                pixels = self.model.preprocess(frames)
         with timer("encode"):
             with torch.inference_mode():
                 return self.model.encode_frames(pixels)
@@ -323,6 +331,7 @@ class CoSPipeline:
         timer: StageTimer | None = None,
         score_cache_key: str | None = None,
         video: VideoInfo | None = None,
+        pixels: torch.Tensor | None = None,
     ) -> Answer:
         """Answer ``question`` about uint8 RGB ``frames (n, H, W, 3)`` (already sampled).
 
@@ -331,19 +340,19 @@ class CoSPipeline:
         ``self.score_cache`` (any object with ``get(key) -> ShotScores | None`` and ``put(key, scores)``;
         the scorer's identity is the cache's business), so re-running with another α or decoding option
         does not re-score. ``video`` tells models whose prompt states frame times when the frames were
-        taken. Returns the answer text and the trace (:class:`~cos.trace.CoSTrace`).
+        taken. ``pixels``: ``model.preprocess(frames)`` when it was computed ahead (prefetching); the
+        answer is the same. Returns the answer text and the trace (:class:`~cos.trace.CoSTrace`).
         """
         if method not in METHODS:
             raise ConfigError(f"method must be one of {list(METHODS)}, got {method!r}")
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-            raise ConfigError(f"frames must be a non-empty uint8 array (n, H, W, 3), got shape {frames.shape}")
+        check_frames(frames)
         gen = gen or GenerationOptions()
         if method == "cos" and (gen.do_sample or gen.num_beams != 1):
             raise ConfigError("co-reasoning decoding is greedy only (the three streams must pick the same token): "
                               f"got do_sample={gen.do_sample}, num_beams={gen.num_beams}")
         timer = timer or StageTimer(self._sync)
         n = frames.shape[0]
-        features = self.encode(frames, timer)
+        features = self.encode(frames, timer, pixels)
         with timer("prompt"):
             prompt_ids = self.model.prompt_ids(question, video) if video is not None else self.model.prompt_ids(question)
 

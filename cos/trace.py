@@ -72,6 +72,10 @@ class CoSTrace:
     decode_steps: int = 0  #: decoding steps run
     sequence_length: int = 0  #: prompt length in tokens, video included
     timings: dict[str, float] = field(default_factory=dict)  #: seconds per stage, and "total"
+    #: the video was decoded and preprocessed ahead, in a background thread, while earlier samples ran
+    #: (``prefetch``): ``timings`` "decode_video" / "preprocess" are that thread's, off the critical path, and
+    #: "prefetch_wait" is how long this sample still waited for them; "total" is this sample's own time
+    prefetched: bool | None = None
     # -- the harness
     task: str | None = None  #: lmms-eval task
     split: str | None = None  #: its split

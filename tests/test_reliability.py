@@ -306,6 +306,69 @@ def test_bad_inputs_are_answered_or_recorded_and_the_run_goes_on(tmp_path, budge
     assert summary["failed"] == str(len(error_docs)) and summary["answered"] == str(len(docs) - len(error_docs))
 
 
+def test_prefetching_gives_the_serial_answers_and_error_records(tmp_path, budget_longva_dir, matrix_task):
+    """Videos decoded ahead in a background thread (prefetch=3) give exactly the serial run's (prefetch=0)
+    predictions, error records (same lines, same order) and traces (timings aside)."""
+    runs = {}
+    for prefetch in (0, 3):
+        traces = tmp_path / f"traces-{prefetch}"
+        args = (f"pretrained={budget_longva_dir},max_frames_num={MATRIX_FRAMES},video_decode_backend=auto,scorer=self,"
+                f"score_mode=logits,shot_size=2,trace_dir={traces},prefetch={prefetch}")
+        out = evaluate("cos_longva", "cos_rel_matrix", matrix_task["include"], model_args=args)
+        files = sorted((traces / "cos_rel_matrix").glob("*.json"))
+        runs[prefetch] = {"preds": predictions(out, "cos_rel_matrix"),
+                          "errors": (traces / "errors.jsonl").read_text().splitlines(),
+                          "traces": {p.name: json.loads(p.read_text()) for p in files}}
+    serial, ahead = runs[0], runs[3]
+    assert ahead["preds"] == serial["preds"]
+    assert ahead["errors"] == serial["errors"] and len(serial["errors"]) == len(EXPECTED_ERRORS)
+    assert sorted(ahead["traces"]) == sorted(serial["traces"]) and serial["traces"]
+    for name, trace in ahead["traces"].items():
+        reference = serial["traces"][name]
+        assert trace["prefetched"] is True and reference["prefetched"] is False
+        assert "prefetch_wait" in trace["timings"] and "prefetch_wait" not in reference["timings"]
+        drop = ("timings", "prefetched")
+        assert {k: v for k, v in trace.items() if k not in drop} == {k: v for k, v in reference.items() if k not in drop}, name
+
+
+def test_prefetcher_holds_at_most_depth_videos_ahead_and_skips_what_is_done():
+    """The prefetcher's schedule: request i's turn resolves and starts decoding up to i + depth, skips padding,
+    leaves requests whose resolution fails to the serial path, and does not decode samples already cached."""
+    from types import SimpleNamespace
+
+    from cos_lmms_eval.models import Prefetcher
+
+    started, resolved = [], []
+
+    class Model:
+        result_cache = {"cached-key": {}}
+        engine = SimpleNamespace(prepare=lambda visual: started.append(visual) or f"prepared {visual}")
+
+        def resolve(self, context, gen_kwargs, doc_to_visual, doc_id, task, split):
+            resolved.append(doc_id)
+            if doc_id == 3:
+                sys.exit("video path:/x.mp4 does not exist")
+            return SimpleNamespace(visual=f"v{doc_id}", key="cached-key" if doc_id == 4 else None)
+
+    def request(i, padding=False):
+        return SimpleNamespace(args=("q", {}, None, i, "task", "test"), metadata={"__padding_only__": True} if padding else {})
+
+    requests = [request(0), request(1), request(2), request(3), request(4), request(5, padding=True)]
+    with Prefetcher(Model(), requests, depth=2) as ahead:
+        first = ahead.take(0)
+        assert resolved == [0, 1, 2]  # its own and the next two
+        assert first.prepared.result() == "prepared v0"
+        assert ahead.take(1).resolved.visual == "v1" and resolved == [0, 1, 2, 3]
+        assert ahead.take(2).prepared.result() == "prepared v2"
+        assert ahead.take(3) is None  # resolution failed: the serial path records it in its turn
+        done = ahead.take(4)
+        assert done.prepared is None and done.resolved.key == "cached-key"  # answered by the result cache
+        assert ahead.take(5) is None and resolved == [0, 1, 2, 3, 4]  # padding is never resolved
+    assert sorted(started) == ["v0", "v1", "v2"]
+    with Prefetcher(Model(), requests, depth=0) as serial:
+        assert serial.take(0) is None and serial.pool is None
+
+
 def test_an_unexpected_error_is_not_a_sample_error(tmp_path, tiny_longva_dir, needle_data):
     """A bug (here: a task's doc_to_visual raising RuntimeError) propagates; it is not swallowed into a record."""
     video = needle_data / json.loads((needle_data / "questions.json").read_text())[0]["video"]

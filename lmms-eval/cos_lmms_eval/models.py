@@ -44,6 +44,8 @@ import sys
 import threading
 import traceback
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +226,83 @@ def baseline_prompt(doc_to_visual, doc, context: str, gen_kwargs: dict, spec) ->
     return context, gen_kwargs, baseline
 
 
+def _padding(request) -> bool:
+    """A padding request (lmms-eval repeats a rank's last request so all ranks run equally many)."""
+    return isinstance(request.metadata, dict) and bool(request.metadata.get("__padding_only__"))
+
+
+@dataclass
+class Resolved:
+    """A request as :meth:`VideoModel.resolve` reads it: its visual, prompt, generation kwargs, result-cache key."""
+
+    visual: object
+    context: str
+    gen_kwargs: dict | None
+    prompt_from: str | None
+    key: str | None
+
+
+@dataclass
+class Ahead:
+    """A request resolved ahead of its turn, and its video's decoding (a future of
+    :class:`~cos_runtime.engine.PreparedVisual`; None when the result cache already holds the sample)."""
+
+    resolved: Resolved
+    prepared: Future | None
+
+
+class Prefetcher:
+    """Decode and preprocess the next ``depth`` requests' videos in one background thread while the current
+    request runs on the model (``prefetch`` in ``model_args``; 0 = serial).
+
+    Requests are resolved (``doc_to_visual``, prompt, cache key) ahead in the calling thread; nothing is
+    recorded then. A request whose resolution fails, or whose answer is already in the result cache, is not
+    prefetched: its turn runs the serial path, which records the failure (or replays the cache) exactly as
+    without prefetching. A decoding error is kept with the prefetched video and raised in the sample's turn,
+    so it becomes the same error record. At most ``depth`` decoded videos are held besides the current one.
+    """
+
+    def __init__(self, model: VideoModel, requests: list, depth: int):
+        self.model, self.requests, self.depth = model, requests, int(depth)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="cos-prefetch") if self.depth > 0 else None
+        self.pending: dict[int, Ahead] = {}
+        self.scheduled = 0
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            for ahead in self.pending.values():
+                if ahead.prepared is not None:
+                    ahead.prepared.cancel()
+            self.pending.clear()
+            self.pool.shutdown(wait=True)
+
+    def take(self, index: int) -> Ahead | None:
+        """Request ``index``'s turn: schedule up to ``index + depth``, and hand over what was prepared for it."""
+        if self.pool is None:
+            return None
+        while self.scheduled < min(len(self.requests), index + self.depth + 1):
+            self._schedule(self.scheduled)
+            self.scheduled += 1
+        return self.pending.pop(index, None)
+
+    def _schedule(self, index: int) -> None:
+        request = self.requests[index]
+        if _padding(request):
+            return
+        try:
+            resolved = self.model.resolve(*request.args[:6])
+        except (Exception, SystemExit):  # noqa: BLE001 - the serial path, in the request's turn, records it
+            return
+        cache = self.model.result_cache
+        if resolved.key is not None and resolved.key in cache:
+            self.pending[index] = Ahead(resolved, None)
+        else:
+            self.pending[index] = Ahead(resolved, self.pool.submit(self.model.engine.prepare, resolved.visual))
+
+
 class VideoModel(lmms):
     """A registered backend as an lmms-eval model: the uniform baseline (``method = "uniform"``) or
     Chain-of-Shot (``method = "cos"``). Concrete classes (``LongVA``, ``CoSLongVA``, ...) are made per
@@ -276,15 +355,16 @@ class VideoModel(lmms):
         answers: list[str] = []
         run: Counter = Counter()
         bar = tqdm(total=len(requests), disable=self.rank != 0, desc=f"{type(self).__name__} answering")
-        for request in requests:
-            if isinstance(request.metadata, dict) and request.metadata.get("__padding_only__"):
-                answers.append("")  # lmms-eval drops padding answers; don't spend a forward on them
-                run["padding"] += 1
-            else:
-                text, outcome = self._answer_one(*request.args[:6])
-                answers.append(text)
-                run[outcome] += 1
-            bar.update(1)
+        with Prefetcher(self, requests, self.opts.run.prefetch) as ahead:
+            for index, request in enumerate(requests):
+                if _padding(request):
+                    answers.append("")  # lmms-eval drops padding answers; don't spend a forward on them
+                    run["padding"] += 1
+                else:
+                    text, outcome = self._answer_one(*request.args[:6], ahead=ahead.take(index))
+                    answers.append(text)
+                    run[outcome] += 1
+                bar.update(1)
         bar.close()
         self.stats.update(run)
         self._summarize(run, len(requests))
@@ -308,36 +388,46 @@ class VideoModel(lmms):
         return make_key({"kind": "sample", "v": RESULT_CACHE_VERSION, "model": self.model_identity, "task": task, "split": split,
                          "doc_id": doc_id, "context": context, "gen_kwargs": gen, "visual": visual_identity(visual)})
 
-    def _answer_one(self, context, gen_kwargs, doc_to_visual, doc_id, task, split) -> tuple[str, str]:
-        """One sample -> (prediction, outcome); outcome in answered/failed/cached_answered/cached_failed."""
-        visual = None
-        try:
-            visual = doc_to_visual(self.task_dict[task][split][doc_id])
-        except SystemExit as exc:  # videomme/mlvu sys.exit() on a missing video; don't let it end the run
-            path = _path_from_exit_message(exc.code)
-            err = VisualUnavailable(f"the task's doc_to_visual called sys.exit({exc.code!r}): video missing?", path)
-            return self._fail(task, split, doc_id, path, err, cache_key=None), "failed"
-        except OSError as exc:
-            path = getattr(exc, "filename", None) or _path_from_exit_message(exc)
-            err = VisualUnavailable(f"the task's doc_to_visual raised {type(exc).__name__}: {exc}", path)
-            return self._fail(task, split, doc_id, err.path, err, cache_key=None), "failed"
-        except CosError as exc:
-            return self._fail(task, split, doc_id, None, exc, cache_key=None), "failed"
-        except Exception as exc:  # a bug in the task: fail loudly
-            self._fatal(task, split, doc_id, None, exc)
-
+    def resolve(self, context, gen_kwargs, doc_to_visual, doc_id, task, split) -> Resolved:
+        """A request's visual (the task's ``doc_to_visual``), the prompt and generation kwargs it is answered
+        with, and its result-cache key. No side effects: errors are the caller's to record."""
+        visual = doc_to_visual(self.task_dict[task][split][doc_id])
         prompt_from = None
         if self.method_name == "cos" and self.opts.run.prompt_as_baseline:
             context, gen_kwargs, prompt_from = baseline_prompt(doc_to_visual, self.task_dict[task][split][doc_id], context, gen_kwargs,
                                                                registry.get(self.backend_name))
         key = self._result_key(context, gen_kwargs, doc_id, task, split, visual) if self.result_cache is not None else None
+        return Resolved(visual=visual, context=context, gen_kwargs=gen_kwargs, prompt_from=prompt_from, key=key)
+
+    def _answer_one(self, context, gen_kwargs, doc_to_visual, doc_id, task, split, ahead: Ahead | None = None) -> tuple[str, str]:
+        """One sample -> (prediction, outcome); outcome in answered/failed/cached_answered/cached_failed.
+        ``ahead``: the request as the prefetcher resolved it, with its video decoding in the background."""
+        if ahead is not None:
+            resolved = ahead.resolved
+        else:
+            try:
+                resolved = self.resolve(context, gen_kwargs, doc_to_visual, doc_id, task, split)
+            except SystemExit as exc:  # videomme/mlvu sys.exit() on a missing video; don't let it end the run
+                path = _path_from_exit_message(exc.code)
+                err = VisualUnavailable(f"the task's doc_to_visual called sys.exit({exc.code!r}): video missing?", path)
+                return self._fail(task, split, doc_id, path, err, cache_key=None), "failed"
+            except OSError as exc:
+                path = getattr(exc, "filename", None) or _path_from_exit_message(exc)
+                err = VisualUnavailable(f"the task's doc_to_visual raised {type(exc).__name__}: {exc}", path)
+                return self._fail(task, split, doc_id, err.path, err, cache_key=None), "failed"
+            except CosError as exc:
+                return self._fail(task, split, doc_id, None, exc, cache_key=None), "failed"
+            except Exception as exc:  # a bug in the task: fail loudly
+                self._fatal(task, split, doc_id, None, exc)
+        visual, context, key = resolved.visual, resolved.context, resolved.key
         if key is not None:
             entry = self.result_cache.get(key)
             if entry is not None:
                 return self._replay(entry, context, task, split, doc_id)
 
         try:
-            result = self.engine.answer(visual, context, GenerationOptions.from_gen_kwargs(gen_kwargs))
+            result = self.engine.answer(visual, context, GenerationOptions.from_gen_kwargs(resolved.gen_kwargs),
+                                        prepared=ahead.prepared if ahead is not None else None)
         except CosError as err:
             return self._fail(task, split, doc_id, _describe_visual(visual), err, cache_key=key), "failed"
         except torch.OutOfMemoryError as err:  # may pass on a retry: recorded, not cached
@@ -347,6 +437,7 @@ class VideoModel(lmms):
         except Exception as err:  # a bug: fail loudly
             self._fatal(task, split, doc_id, visual, err)
 
+        prompt_from = resolved.prompt_from
         trace = None
         if self.trace_dir is not None:
             result.trace.update(task=task, split=split, doc_id=doc_id, error=None, prompt_from=prompt_from)

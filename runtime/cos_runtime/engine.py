@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,12 +27,25 @@ from cos import options as opt
 from cos.cache import ScoreCache, file_identity, make_key
 from cos.device import normalise_device, resolve_dtype
 from cos.errors import ConfigError, ContextBudgetError, EmptyQuestionError
-from cos.pipeline import Answer, CoSPipeline, GenerationOptions
+from cos.pipeline import Answer, CoSPipeline, GenerationOptions, check_frames
 from cos.protocol import VideoInfo
 from cos.trace import StageTimer
 from cos.video import frames_from_images
 from cos_runtime import registry
 from cos_runtime.options import ModelOptions
+
+
+@dataclass
+class PreparedVisual:
+    """A sample's visual decoded and preprocessed ahead of its turn (:meth:`Engine.prepare`): the frames, the
+    video facts, the model's pixel values, the seconds each took, or the error that stopped it (raised
+    when the sample's turn comes, as the serial path would raise it)."""
+
+    frames: np.ndarray | None = None
+    info: dict | None = None
+    pixels: object = None  # torch.Tensor, as ``backend.preprocess`` gives it
+    timings: dict = field(default_factory=dict)
+    error: Exception | None = None
 
 
 class Engine:
@@ -117,18 +131,51 @@ class Engine:
                 return frames, {"video": None, "frame_indices": indices.tolist(), "total_frames": len(visual), "decoder": "images"}
         raise ConfigError(f"unsupported visual of type {type(visual).__name__}: expected a video path or a list of images")
 
-    def answer(self, visual, question: str, gen: GenerationOptions | None = None) -> Answer:
+    def prepare(self, visual) -> PreparedVisual:
+        """Decode and preprocess ``visual`` (any thread): what :meth:`answer` does first, done ahead. Only an
+        error that :meth:`answer` would raise for this visual is kept (a ``CosError``, or a bug's exception);
+        frames the pipeline would refuse are not preprocessed, so it refuses them at the sample's turn."""
+        timer = StageTimer(None)
+        try:
+            frames, info = self.load_frames(visual, timer)
+            pixels = None
+            try:
+                check_frames(frames)
+            except ConfigError:
+                pass  # refused by the pipeline when the sample's turn comes, exactly as without prefetching
+            else:
+                with timer("preprocess"):
+                    pixels = self.backend.preprocess(frames)
+        except Exception as err:  # noqa: BLE001 - re-raised by answer(), in the sample's turn
+            return PreparedVisual(timings=dict(timer.timings), error=err)
+        return PreparedVisual(frames=frames, info=info, pixels=pixels, timings=dict(timer.timings))
+
+    def answer(self, visual, question: str, gen: GenerationOptions | None = None, prepared=None) -> Answer:
+        """Answer ``question`` about ``visual``. ``prepared``: :meth:`prepare`'s result for this visual (a
+        :class:`PreparedVisual`, or a future of one), computed ahead; the answer and any error are the same."""
         timer = StageTimer(self.pipeline.sync)
         start = time.perf_counter()
         self.check_question(question, self.opts.backend.max_frames_num)
-        frames, info = self.load_frames(visual, timer)
+        pixels = None
+        if prepared is None:
+            frames, info = self.load_frames(visual, timer)
+        else:
+            if hasattr(prepared, "result"):  # a future: wait for the background thread
+                with timer("prefetch_wait"):
+                    prepared = prepared.result()
+            for stage, seconds in prepared.timings.items():
+                timer.add(stage, seconds)
+            if prepared.error is not None:
+                raise prepared.error
+            frames, info, pixels = prepared.frames, prepared.info, prepared.pixels
         key = self.score_cache_key(info, frames, question) if self.method == "cos" else None
         times = info.get("frame_times")
         video = VideoInfo(frame_indices=tuple(info["frame_indices"]), fps=float(info.get("fps") or 0.0),
                           duration=float(info.get("duration") or 0.0), total_frames=int(info["total_frames"]),
                           times=None if times is None else tuple(times))
-        result = self.pipeline.answer(frames, question, method=self.method, gen=gen, timer=timer, score_cache_key=key, video=video)
-        result.trace.update(backend=self.spec.name, **info)
+        result = self.pipeline.answer(frames, question, method=self.method, gen=gen, timer=timer, score_cache_key=key, video=video,
+                                      pixels=pixels)
+        result.trace.update(backend=self.spec.name, prefetched=prepared is not None, **info)
         report = getattr(self.backend, "memory_report", None)  # models with an in-LM video memory (Video-XL)
         if report is not None:
             result.trace.update(visual_memory=report())

@@ -48,6 +48,10 @@ class RunOptions:
     #: CoS models in lmms-eval: answer the prompt the task gives the baseline model (see
     #: ``cos_lmms_eval.models.baseline_prompt``), so CoS and its baseline answer the same prompt
     prompt_as_baseline: bool = opt.option(True, read=opt.as_bool, cli=False)
+    #: lmms-eval models: the next samples' videos are decoded and preprocessed in a background thread while
+    #: the current one runs on the model (same answers and error records as serial; 0 = serial)
+    prefetch: int = opt.option(2, read=opt.non_negative_int, identity=False, cli=False,
+                               help="samples decoded and preprocessed ahead in a background thread (0: serial)")
 
     def __post_init__(self):
         opt.validate(self)
