@@ -212,14 +212,33 @@ class LlavaScorer(ShotScorer):
         LlavaScorer.constructions += 1
         self.pretrained = str(pretrained)
         # PIL image backend: never needs torchvision, same pixels on every machine.
-        self.processor = AutoProcessor.from_pretrained(self.pretrained, backend="pil")
-        self.tokenizer = self.processor.tokenizer
+        processor = AutoProcessor.from_pretrained(self.pretrained, backend="pil")
+        model = LlavaForConditionalGeneration.from_pretrained(self.pretrained, **kwargs).eval()
+        if not load_in_4bit:
+            model.to(self.device)
+        self._attach(model, processor)
+
+    @classmethod
+    def from_model(cls, model, processor, name: str, mode: str = "generate", threshold: float = 0.5, batch_size: int = 16,
+                   dtype=None) -> LlavaScorer:
+        """A scorer over a LLaVA model already built (e.g. random weights at full size, for benchmarks);
+        ``dtype``: the dtype of its pixel values (default: the model's)."""
+        self = cls.__new__(cls)
+        self.mode, self.threshold, self.batch_size = _check_mode(mode), _check_threshold(threshold), _check_batch_size(batch_size)
+        self.device = model.device
+        self.dtype = dtype or model.dtype
+        self.pretrained = str(name)
+        cls.constructions += 1
+        self._attach(model.eval(), processor)
+        return self
+
+    def _attach(self, model, processor) -> None:
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        self.model = LlavaForConditionalGeneration.from_pretrained(self.pretrained, **kwargs).eval()
-        if not load_in_4bit:
-            self.model.to(self.device)
+        self.model = model
         vocab = self.tokenizer.get_vocab()
         self.yes_ids = answer_token_ids(vocab, "yes")
         self.no_ids = answer_token_ids(vocab, "no")

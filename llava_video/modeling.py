@@ -135,6 +135,7 @@ class LlavaVideoForCausalLM(SplicedCausalLM, nn.Module):
         mm_newline_position: str | None = None,
         *,
         dtype: str | torch.dtype | None = None,
+        random_weights: int | None = None,
     ) -> LlavaVideoForCausalLM:
         """Load a checkpoint in the original LLaVA-Video format (local directory or hub id).
 
@@ -147,6 +148,8 @@ class LlavaVideoForCausalLM(SplicedCausalLM, nn.Module):
                 (None: the file's value). lmms-eval's ``llava_vid`` passes ``"average"`` by default.
             mm_newline_position: ``"grid"``, ``"frame"``, ``"one_token"`` or ``"no_token"``; wins over
                 ``config.json`` (None: the file's value). lmms-eval's ``llava_vid`` passes ``"grid"`` by default.
+            random_weights: a seed: every parameter is drawn at random on the device instead of read, for
+                benchmarks at full size; the directory needs no weights, and the vocabulary keeps ``config.json``'s size.
 
         Every checkpoint key must map to a module parameter and vice versa (:class:`CheckpointError` names
         the first offender; the tower's unused ``post_layernorm`` may be absent). When the tokenizer is
@@ -171,10 +174,13 @@ class LlavaVideoForCausalLM(SplicedCausalLM, nn.Module):
         # SigLIP position ids) are created for real and keep their dtypes.
         with init_empty_weights(include_buffers=False):
             model = cls(config, attn_implementation=attn_implementation)
-        model.load_checkpoint_weights(ckpt_dir, device=device, dtype=param_dtype)
+        if random_weights is None:
+            model.load_checkpoint_weights(ckpt_dir, device=device, dtype=param_dtype)
+        else:
+            model.init_random_weights(device, param_dtype, seed=random_weights)
         model.to(device)  # buffers only; never .to(dtype), which would round inv_freq
 
-        n_tokens = _tokenizer_length(ckpt_dir, config)
+        n_tokens = _tokenizer_length(ckpt_dir, config) if random_weights is None else None
         if n_tokens is not None and n_tokens < model.language_model.config.vocab_size:
             model.language_model.resize_token_embeddings(n_tokens)
         model._load_generation_config(ckpt_dir)

@@ -28,6 +28,7 @@ size       vision tower (hidden/ffn/layers/heads)        LM (hidden/ffn/layers/h
 =========  ============================================  =============================
 tiny       32 / 64 / 3 (2 in the checkpoint) / 2         64 / 160 / 2 / 4 / 2
 small      64 / 128 / 4 (3 in the checkpoint) / 4        256 / 512 / 4 / 4 / 2
+full       so400m by hub id: 1152 / 4304 / 27 / 16       3584 / 18944 / 28 / 28 / 4  (no weights written)
 =========  ============================================  =============================
 
 The same seed gives identical tensors and identical files. The tokenizer is trained by a small
@@ -66,7 +67,18 @@ SIZES: dict[str, dict[str, Any]] = {
                  "num_key_value_heads": 2, "rope_theta": 1000000.0},
         "merges": 320,
     },
+    # LLaVA-Video-7B-Qwen2's shapes (SigLIP so400m named by its hub id, Qwen2-7B LM) for `cos bench --size full`:
+    # config.json, generation_config.json and the test tokenizer, no weights (drawn on the device at load time)
+    "full": {
+        "vision": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16},
+        "text": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+                 "num_key_value_heads": 4, "rope_theta": 1000000.0, "vocab_size": 152064},
+        "merges": 320,
+    },
 }
+#: sizes written without weights and without a tower directory (the release's hub tower id instead)
+WEIGHTLESS = ("full",)
+HUB_TOWER = "google/siglip-so400m-patch14-384"
 #: SigLIP so400m-patch14-384's geometry and activation, kept at every size.
 _TOWER_GEOMETRY = {"image_size": 384, "patch_size": 14, "num_channels": 3, "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6}
 
@@ -116,7 +128,7 @@ def tiny_config_dict(size: str, n_tokens: int) -> dict[str, Any]:
     """The flat ``config.json`` for ``size``, with the released file's fields (widths scaled down)."""
     v, t = SIZES[size]["vision"], SIZES[size]["text"]
     endoftext, im_end = n_tokens - 3, n_tokens - 1
-    vocab_size = int(math.ceil((n_tokens + 1) / 64) * 64)  # > len(tokenizer), like 152064 vs 151646
+    vocab_size = t.get("vocab_size") or int(math.ceil((n_tokens + 1) / 64) * 64)  # > len(tokenizer), like 152064 vs 151646
     side = _TOWER_GEOMETRY["image_size"]
     return {
         "_name_or_path": f"tiny-llava-video-{size}",
@@ -152,7 +164,7 @@ def tiny_config_dict(size: str, n_tokens: int) -> dict[str, Any]:
         "mm_use_im_start_end": False,
         "mm_vision_select_feature": "patch",
         "mm_vision_select_layer": -2,
-        "mm_vision_tower": TOWER_DIR,
+        "mm_vision_tower": HUB_TOWER if size in WEIGHTLESS else TOWER_DIR,
         "mm_vision_tower_lr": 2e-06,
         "model_type": "llava",
         "num_attention_heads": t["num_attention_heads"],
@@ -218,11 +230,13 @@ def build_tiny_llava_video(out_dir: str | os.PathLike, seed: int = 0, size: str 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_tokens = write_tiny_tokenizer(out_dir, n_merges=SIZES[size]["merges"])
-    (out_dir / TOWER_DIR).mkdir(exist_ok=True)
-    _write_json(out_dir / TOWER_DIR / "config.json", tower_config_dict(size))
     raw = tiny_config_dict(size, n_tokens)
     _write_json(out_dir / "config.json", raw)
     _write_json(out_dir / "generation_config.json", generation_config_dict(raw["bos_token_id"], raw["eos_token_id"]))
+    if size in WEIGHTLESS:
+        return out_dir
+    (out_dir / TOWER_DIR).mkdir(exist_ok=True)
+    _write_json(out_dir / TOWER_DIR / "config.json", tower_config_dict(size))
     config = LlavaVideoConfig.from_dict(raw, checkpoint_dir=out_dir)
     with init_empty_weights(include_buffers=False):
         write_random_weights(out_dir, LlavaVideoForCausalLM(config), LlavaVideoForCausalLM.layout, _init_tensor, seed=seed)
@@ -240,7 +254,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("out", metavar="OUT", help="output directory")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
-    p.add_argument("--size", choices=sorted(SIZES), default="tiny", help="tiny: unit tests; small: wider/deeper, same 384 px geometry")
+    p.add_argument("--size", choices=sorted(SIZES), default="tiny",
+                   help="tiny: unit tests; small: wider/deeper, same 384 px geometry; full: LLaVA-Video-7B's config without weights")
     p.set_defaults(func=_command)
     return p
 

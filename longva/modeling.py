@@ -101,6 +101,7 @@ class LongVAForCausalLM(SplicedCausalLM, nn.Module):
         attn_implementation: str = "sdpa",
         *,
         dtype: str | torch.dtype | None = None,
+        random_weights: int | None = None,
         **model_kwargs: Any,
     ) -> LongVAForCausalLM:
         """Load a checkpoint in the original LongVA format (local directory or hub id).
@@ -111,6 +112,10 @@ class LongVAForCausalLM(SplicedCausalLM, nn.Module):
             device_map: ``None``/``"cpu"``, ``"auto"`` (cuda if available) or a device such as ``"cuda:0"``.
             attn_implementation: ``"sdpa"`` (default), ``"eager"`` or ``"flash_attention_2"``.
             model_kwargs: passed to the constructor (a subclass's own arguments).
+            random_weights: a seed: every parameter is drawn at random on the device instead of read
+                (:meth:`~vlm_common.modeling.SplicedCausalLM.init_random_weights`), for benchmarks at full size;
+                the directory then needs only ``config.json``, the tokenizer and ``generation_config.json``,
+                and the vocabulary keeps ``config.json``'s size.
 
         Every checkpoint key must map to a module parameter and vice versa (:class:`CheckpointError`
         names the first offender). When the tokenizer is smaller than ``vocab_size`` the embeddings and
@@ -131,16 +136,22 @@ class LongVAForCausalLM(SplicedCausalLM, nn.Module):
         # float32, CLIP position ids) are created for real and keep their dtypes.
         with init_empty_weights(include_buffers=False):
             model = cls(config, attn_implementation=attn_implementation, **model_kwargs)
-        model.load_checkpoint_weights(ckpt_dir, device=device, dtype=param_dtype)
+        if random_weights is None:
+            model.load_checkpoint_weights(ckpt_dir, device=device, dtype=param_dtype)
+        else:
+            model.init_random_weights(device, param_dtype, seed=random_weights)
         model.to(device)  # buffers only; never .to(dtype), which would round inv_freq
-        model._adjust_vocabulary(ckpt_dir)
+        model._adjust_vocabulary(ckpt_dir, shrink=random_weights is None)
         model._load_generation_config(ckpt_dir)
         model.eval()
         model.requires_grad_(False)
         return model
 
-    def _adjust_vocabulary(self, ckpt_dir: Path) -> None:
-        """LongVA's loader shrinks the embeddings and LM head to ``len(tokenizer)`` when that is smaller."""
+    def _adjust_vocabulary(self, ckpt_dir: Path, shrink: bool = True) -> None:
+        """LongVA's loader shrinks the embeddings and LM head to ``len(tokenizer)`` when that is smaller
+        (``shrink=False``: random weights of a full-size config, whose test tokenizer is small, keep every row)."""
+        if not shrink:
+            return
         n_tokens = _tokenizer_length(ckpt_dir, self.config)
         if n_tokens is not None and n_tokens < self.language_model.config.vocab_size:
             self.language_model.resize_token_embeddings(n_tokens)

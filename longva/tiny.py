@@ -53,7 +53,19 @@ SIZES: dict[str, dict[str, Any]] = {
                  "num_key_value_heads": 2, "rope_theta": 1000000000.0},
         "merges": 300,
     },
+    # LongVA-7B's shapes (Qwen2-7B LM, CLIP ViT-L/14-336 tower), for `cos bench --size full`: the directory holds
+    # config.json, generation_config.json and the test tokenizer but no weights; the loader draws them on the
+    # device (``from_pretrained(..., random_weights=seed)``)
+    "full": {
+        "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+                   "image_size": 336, "patch_size": 14},
+        "text": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+                 "num_key_value_heads": 4, "rope_theta": 1000000000.0, "vocab_size": 152064},
+        "merges": 300,
+    },
 }
+#: sizes written without weights (their parameters are drawn on the device at load time)
+WEIGHTLESS = ("full",)
 
 #: Training text of the tiny tokenizer (prompt words, video-QA words, and many yes/no answers).
 _CORPUS = """\
@@ -92,8 +104,8 @@ def tiny_config_dict(size: str, n_tokens: int) -> dict[str, Any]:
     spec = SIZES[size]
     v, t = spec["vision"], spec["text"]
     endoftext, im_end = n_tokens - 3, n_tokens - 1
-    vocab_size = int(math.ceil((n_tokens + 1) / 64) * 64)  # > len(tokenizer), like 152064 vs 151646
-    return {
+    vocab_size = t.get("vocab_size") or int(math.ceil((n_tokens + 1) / 64) * 64)  # > len(tokenizer), like 152064 vs 151646
+    raw = {
         "_name_or_path": f"tiny-longva-{size}",
         "architectures": ["LlavaQwenForCausalLM"],
         "attention_dropout": 0.0,
@@ -147,6 +159,9 @@ def tiny_config_dict(size: str, n_tokens: int) -> dict[str, Any]:
         },
         "vocab_size": vocab_size,
     }
+    if size in WEIGHTLESS:  # the release's config.json: no vision_config, the tower is ViT-L/14-336 by name
+        del raw["vision_config"]
+    return raw
 
 
 def _init_tensor(key: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
@@ -196,6 +211,8 @@ def write_tiny_checkpoint(out_dir: str | os.PathLike, model_class, config_dict, 
          "transformers_version": "4.40.0.dev0"},
     )
     config = model_class.config_class.from_dict(raw)
+    if size in WEIGHTLESS:
+        return out_dir
     with init_empty_weights(include_buffers=False):
         write_random_weights(out_dir, model_class(config), model_class.layout, _init_tensor, seed=seed)
     if size == "tiny":
@@ -214,7 +231,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("out", metavar="OUT", help="output directory")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
-    p.add_argument("--size", choices=sorted(SIZES), default="tiny", help="tiny: unit tests; small: 336 px / 144 tokens")
+    p.add_argument("--size", choices=sorted(SIZES), default="tiny",
+                   help="tiny: unit tests; small: 336 px / 144 tokens; full: LongVA-7B's config without weights (random at load time)")
     p.set_defaults(func=_command)
     return p
 
@@ -225,4 +243,4 @@ def _command(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["SIZES", "add_parser", "build_tiny_longva", "tiny_config_dict", "write_tiny_checkpoint", "write_tiny_tokenizer"]
+__all__ = ["SIZES", "WEIGHTLESS", "add_parser", "build_tiny_longva", "tiny_config_dict", "write_tiny_checkpoint", "write_tiny_tokenizer"]

@@ -76,8 +76,8 @@ class VideoXLForCausalLM(LongVAForCausalLM):
                         {k: v for k, v in model.config.beacon.as_dict().items() if k in model.config.inferred})
         return model
 
-    def _adjust_vocabulary(self, ckpt_dir: Path) -> None:
-        """Add the placeholder row (input and output), as Video-XL's loader does."""
+    def _adjust_vocabulary(self, ckpt_dir: Path, shrink: bool = True) -> None:
+        """Add the placeholder row (input and output), as Video-XL's loader does (it never shrinks)."""
         lm = self.language_model
         old_in, old_out = lm.get_input_embeddings(), lm.get_output_embeddings()
         gen = torch.Generator().manual_seed(PLACEHOLDER_SEED)

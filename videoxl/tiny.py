@@ -12,6 +12,8 @@ size       geometry                      tokens / frame   beacon window
 =========  ============================  ===============  ====================================
 tiny       LongVA ``tiny`` (112 px)      16               64 (4 frames: 16 frames = 4 windows)
 small      LongVA ``small`` (336 px)     144              1440 (10 frames, as the release)
+full       Video-XL-7B's shapes          144              1440; ``config.json`` + tokenizer only, no weights
+                                                          (drawn on the device: ``cos bench --size full``)
 =========  ============================  ===============  ====================================
 
 The same seed gives identical files.
@@ -27,7 +29,7 @@ from longva.tiny import tiny_config_dict, write_tiny_checkpoint
 from videoxl.config import BEACON_DEFAULTS
 
 #: beacon window (= stride) per size
-WINDOWS = {"tiny": 64, "small": 1440}
+WINDOWS = {"tiny": 64, "small": 1440, "full": 1440}
 SIZES = tuple(WINDOWS)
 
 
@@ -39,6 +41,8 @@ def videoxl_config_dict(size: str, n_tokens: int) -> dict[str, Any]:
                mm_resampler_type="spatial_pool", mm_spatial_pool_out_channels=1024, frames_upbound=128, model_max_length=32768,
                enable_beacon=True)
     raw.pop("tokenizer_model_max_length", None)  # Video-XL's generation path does not truncate
+    if size == "full":  # Video-XL-7B's LM is Qwen2-7B-Instruct's (rope_theta 1e6, not LongVA's 1e9)
+        raw.update(rope_theta=1000000.0, max_position_embeddings=32768)
     return raw
 
 
@@ -57,7 +61,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("out", metavar="OUT", help="output directory")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
-    p.add_argument("--size", choices=SIZES, default="tiny", help="tiny: unit tests (window of 4 frames); small: 336 px / 144 tokens")
+    p.add_argument("--size", choices=SIZES, default="tiny",
+                   help="tiny: unit tests (window of 4 frames); small: 336 px / 144 tokens; full: Video-XL-7B's config without weights")
     p.set_defaults(func=lambda args: print(build_tiny_videoxl(args.out, seed=args.seed, size=args.size)) or 0)
     return p
 

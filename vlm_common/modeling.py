@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import warnings
 from pathlib import Path
@@ -105,6 +106,32 @@ class SplicedCausalLM:
         still_meta = [n for n, p in self.named_parameters() if p.device.type == "meta"]
         if still_meta:
             raise CheckpointError(f"parameter {still_meta[0]!r} was not loaded")
+
+    def init_random_weights(self, device: torch.device, dtype: torch.dtype, seed: int = 0) -> None:
+        """Draw every parameter at random, directly on ``device`` in ``dtype`` (no checkpoint, no float32 copy):
+        benchmarks at a checkpoint's full size without its weights.
+
+        Norm weights are ones and their biases (and every other bias) zeros; other tensors are
+        ``N(0, 1/fan_in)`` (embeddings ``N(0, 0.02²)``), so activations stay O(1) through the depth.
+        """
+        gen = torch.Generator(device=device).manual_seed(int(seed))
+        state: dict[str, torch.Tensor] = {}
+        for key, param in self.named_parameters():
+            tensor = torch.empty(tuple(param.shape), device=device, dtype=dtype)
+            leaf, shape = key.rsplit(".", 1)[-1], tuple(param.shape)
+            if "norm" in key:  # layer_norm, post_layernorm, CLIP's pre_layrnorm, RMSNorm
+                tensor.fill_(1.0 if leaf == "weight" else 0.0)
+            elif leaf == "bias":
+                tensor.zero_()
+            else:
+                embedding = "embed" in key
+                fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
+                tensor.normal_(0.0, 0.02 if embedding else fan_in ** -0.5, generator=gen)
+            state[key] = tensor
+        self.load_state_dict(state, strict=False, assign=True)
+        still_meta = [n for n, p in self.named_parameters() if p.device.type == "meta"]
+        if still_meta:
+            raise CheckpointError(f"parameter {still_meta[0]!r} was not initialised")
 
     def _unexpected_key_message(self, ckpt_key: str, key: str) -> str:
         return f"unexpected checkpoint key {ckpt_key!r} (maps to {key!r}, which the model lacks)"

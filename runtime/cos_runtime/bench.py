@@ -1,7 +1,9 @@
 """``cos bench``: stage-by-stage cost of CoS against the uniform baseline and a release-style pipeline.
 
-Any registered backend (``--backend``, default ``longva``), on its test checkpoint (``small``: the real
-token geometry; ``--smoke``: ``tiny``). Three pipelines answer the same question about the same synthetic needle video, in one process:
+Any registered backend (``--backend``, default ``longva``), at ``--size``: ``small`` (the default: the real
+token geometry, 4 layers × 256), ``tiny`` (``--smoke``), or ``full`` (the 7B model's exact shapes with random
+weights drawn directly on the GPU in bf16/fp16, and a scorer with LLaVA-1.5-13B's shapes; GPU only). Three
+pipelines answer the same question about the same synthetic needle video, in one process:
 
 * ``uniform`` — the base model with uniformly sampled frames (the baseline);
 * ``cos`` — Chain-of-Shot as implemented here: frames decoded and encoded once, the LLaVA scorer loaded
@@ -12,6 +14,11 @@ token geometry; ``--smoke``: ``tiny``). Three pipelines answer the same question
 ``cos`` and ``release`` use the same scorer mode (generate), so they see the same binary code, and the
 bench asserts they produce the same tokens: a speed-up can never come from computing something else.
 Timings are medians over ``--repeats`` runs after one warm-up run. Only ratios mean something on a CPU.
+
+Per frame count the report also gives the **floor** of exact co-reasoning — what no implementation can skip:
+the baseline's video decoding, preprocessing and encoding, the scorer pass, three prefills (3 × the
+baseline's) and the 3-stream decode — and ``cos_over_floor``; prefill and decode tokens per second; and, with
+``--scorer-profile``, the scorer's cost per video by batch size, mode (generate / logits) and precision.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import dataclasses
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +44,10 @@ from cos_runtime import registry
 
 STAGES = ("decode_video", "preprocess", "encode", "mosaics", "score", "compose", "prefill", "decode")
 PIPELINES = ("uniform", "cos", "release")
+#: checkpoint sizes: tiny (--smoke), small (real token geometry), full (the 7B model's shapes, random weights on a GPU)
+SIZES = ("tiny", "small", "full")
+#: scorer batch sizes tried by --scorer-profile
+PROFILE_BATCHES = (1, 4, 8, 16, 32)
 
 
 # -- memory ------------------------------------------------------------------------------------
@@ -63,7 +75,7 @@ def _peak() -> dict:
 
 
 # -- the release-style pipeline ----------------------------------------------------------------
-def release_style_answer(backend, scorer_kwargs: dict, frames: np.ndarray, question: str, gen: GenerationOptions,
+def release_style_answer(backend, make_scorer, frames: np.ndarray, question: str, gen: GenerationOptions,
                          timer: StageTimer, config: CoSConfig) -> list[int]:
     """Our parts with the release's costs: per-sample scorer construction, generate-mode scoring, and
     three uncached full forwards per new token (fuse raw logits, then the repetition penalty)."""
@@ -77,7 +89,7 @@ def release_style_answer(backend, scorer_kwargs: dict, frames: np.ndarray, quest
     with timer("mosaics"):
         mosaics, groups = make_mosaics(frames, config.shot_size, config.leftover)
     with timer("score"):
-        scorer = LlavaScorer(**scorer_kwargs)  # the release built the 13B scorer inside generate_until
+        scorer = make_scorer()  # the release built the 13B scorer inside generate_until
         scores = scorer.score(mosaics, question)
         del scorer
     with timer("compose"), torch.inference_mode():
@@ -135,8 +147,8 @@ def _crop_batch(cache, batch: int):
 # -- driver ----------------------------------------------------------------------------------------
 def _prepare(args) -> tuple[Path, Path, Path, dict]:
     work = Path(args.workdir)  # built once, reused (and carried as is to a GPU machine)
-    size = "tiny" if args.smoke else "small"
-    ckpt = work / f"{size}-{args.backend}"
+    size = args.size
+    ckpt = work / f"{size}-{args.backend}"  # full: config + tokenizer only; the weights are drawn on the device
     if not (ckpt / "config.json").exists():
         registry.load_module(registry.get(args.backend)).make_test_checkpoint(ckpt, size=size, seed=0)
     scorer = work / "tiny-llava"
@@ -144,13 +156,13 @@ def _prepare(args) -> tuple[Path, Path, Path, dict]:
         from cos_runtime.tiny_llava import build_tiny_llava
 
         build_tiny_llava(scorer, seed=0)
-    vids = work / ("needle-smoke" if args.smoke else "needle")
+    vids = work / ("needle-smoke" if size == "tiny" else "needle")
     if not (vids / "questions.json").exists():
         from cos.synthetic import make_needle_videos
 
         frames = max(args.frames)
         make_needle_videos(vids, 1, seed=0, min_frames=max(frames, 64), max_frames=max(frames, 64) * 2,
-                           size=64 if args.smoke else 224, progress=False)
+                           size=64 if size == "tiny" else 224, progress=False)
     doc = json.loads((vids / "questions.json").read_text())[0]
     return ckpt, scorer, vids, doc
 
@@ -163,7 +175,90 @@ def _median_stages(runs: list[dict]) -> dict:
             out[key] = statistics.median(r[key] for r in runs)
     out["streams"] = runs[0].get("streams", 1)
     out["new_tokens"] = len(runs[0]["tokens"])
+    out["sequence_length"] = runs[0].get("sequence_length")
     return out
+
+
+def floor_and_rates(entry: dict) -> dict:
+    """The floor of exact co-reasoning from the measured stages (seconds) and tokens per second.
+
+    floor = the baseline's video decoding + preprocessing + encoding, the scorer pass (mosaics + score),
+    one baseline prefill per stream (3 when co-reasoning ran, 1 when nothing was relevant and CoS ran the
+    baseline), and CoS's own batched decode. Prefill tokens/s: prompt tokens per second of prefill stage (the
+    stage runs to the first new token); decode tokens/s: the new tokens after the first, per second of decode.
+    """
+    uni, cos = entry["uniform"], entry["cos"]
+    floor = {"video": uni["decode_video"] + uni["preprocess"] + uni["encode"], "scorer": cos["mosaics"] + cos["score"],
+             "prefills": cos["streams"] * uni["prefill"], "decode": cos["decode"]}
+    floor["total"] = sum(floor.values())
+    rates = {}
+    for kind in ("uniform", "cos", "release"):
+        e = entry.get(kind)
+        if e is None:
+            continue
+        length = e.get("sequence_length") or uni.get("sequence_length")
+        if length and e["prefill"] > 0:
+            rates[f"{kind}_prefill_tokens_per_s"] = e["streams"] * length / e["prefill"]
+        if e["new_tokens"] > 1 and e["decode"] > 0:
+            rates[f"{kind}_decode_tokens_per_s"] = (e["new_tokens"] - 1) / e["decode"]
+    return {"floor": floor, "throughput": rates}
+
+
+def scorer_factory(args, scorer_dir: Path | None, device: str):
+    """A zero-argument callable building the LLaVA scorer the bench uses (generate mode, as the release): the tiny
+    checkpoint from disk, or at ``--size full`` LLaVA-1.5-13B's shapes with random weights on the device (fp16)."""
+    if args.size == "full":
+        from cos_runtime.tiny_llava import build_full_llava_scorer
+
+        return lambda: build_full_llava_scorer(device, torch.float16, mode="generate", batch_size=args.scorer_batch_size,
+                                               load_in_4bit=args.scorer_4bit)
+    return lambda: LlavaScorer(pretrained=str(scorer_dir), mode="generate", device=device, batch_size=args.scorer_batch_size,
+                               load_in_4bit=args.scorer_4bit)
+
+
+def four_bit_available() -> bool:
+    import importlib.util
+
+    return torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes") is not None
+
+
+def scorer_profile(args, scorer_dir: Path | None, device: str, frames: np.ndarray, question: str, config: CoSConfig) -> list[dict]:
+    """Seconds to score one video's mosaics, per precision (fp16/fp32; 4-bit when bitsandbytes and a GPU are there),
+    mode (generate: 5 greedy tokens; logits: one forward) and batch size. Every mosaic gets the same prompt, so
+    a batch is never padded. Median of 3 after a warm-up."""
+    from cos.shots import make_mosaics
+
+    mosaics, _ = make_mosaics(frames, config.shot_size, config.leftover)
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    precisions = [False] + ([True] if four_bit_available() else [])
+    rows = []
+    for four_bit in precisions:
+        make = scorer_factory(_with(args, scorer_4bit=four_bit), scorer_dir, device)
+        scorer = make()
+        for mode in ("generate", "logits"):
+            for batch in PROFILE_BATCHES:
+                scorer.mode, scorer.batch_size = mode, batch
+                _reset_peak()
+                scorer.score(mosaics, question)  # warm-up
+                times = []
+                for _ in range(3):
+                    sync()
+                    start = time.perf_counter()
+                    scorer.score(mosaics, question)
+                    sync()
+                    times.append(time.perf_counter() - start)
+                rows.append({"precision": "4-bit" if four_bit else str(scorer.dtype).replace("torch.", ""), "mode": mode, "batch": batch,
+                             "mosaics": len(mosaics), "seconds": statistics.median(times), **_peak()})
+        del scorer, make
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return rows
+
+
+def _with(args, **changes):
+    import argparse
+
+    return argparse.Namespace(**{**vars(args), **changes})
 
 
 def run_bench(args) -> dict:
@@ -173,18 +268,19 @@ def run_bench(args) -> dict:
     device = normalise_device(args.device)
     module = registry.load_module(registry.get(args.backend))
     model_options = module.Options(pretrained=str(ckpt), attn_implementation=args.attn_implementation)
-    backend = module.load(model_options, device, resolve_dtype(args.dtype, device))
+    full = args.size == "full"
+    backend = module.load(model_options, device, resolve_dtype(args.dtype, device), random_weights=0 if full else None)
 
     def sample(path, n):  # exactly n frames, uniformly (a backend with a frame-rate rule is forced to n)
         exact = {"force_sample": True} if hasattr(model_options, "force_sample") else {}
         return module.sample_frames(path, dataclasses.replace(model_options, max_frames_num=n, video_decode_backend="auto", **exact)).frames
 
-    scorer_kwargs = dict(pretrained=str(scorer_dir), mode="generate", device=device)
+    make_scorer = scorer_factory(args, scorer_dir, device)
     if args.scorer == "self":  # LongVA scores its own mosaics; the release-style run keeps the LLaVA scorer
         scorer = get_scorer("self", model=backend, mode="generate")
         args.release_repeats = 0
     else:
-        scorer = get_scorer("llava", **scorer_kwargs)  # loaded once, reused by every CoS run
+        scorer = make_scorer()  # loaded once, reused by every CoS run
     # The release-style pipeline drives the LM token by token through embed_tokens + forward_logits; the
     # decode-step timing and the shared-prefix figures need a cached prefill (prefill / decode_step). A
     # backend without them (Video-XL: its beacon memory is built inside generate) skips those parts.
@@ -208,21 +304,27 @@ def run_bench(args) -> dict:
         with timer("decode_video"):
             frames = sample(video, n)
         if kind == "release":
-            tokens, streams = release_style_answer(backend, scorer_kwargs, frames, question, gen, timer, config), 3
+            tokens, streams = release_style_answer(backend, make_scorer, frames, question, gen, timer, config), 3
+            length = None
         else:
             trace = pipe.answer(frames, question, method=kind, gen=gen, timer=timer).trace
-            tokens, streams = trace.answer_tokens, trace.streams
+            tokens, streams, length = trace.answer_tokens, trace.streams, trace.sequence_length
         total = time.perf_counter() - start
         timings = dict(timer.timings)
         for extra in ("prompt", "splice"):
             timings["compose"] = timings.get("compose", 0.0) + timings.pop(extra, 0.0)
         # an in-LM video memory (Video-XL): what the streams of this answer kept
         memory = backend.memory_report() if kind != "release" and hasattr(backend, "memory_report") else None
-        return {"timings": timings, "total": total, "tokens": tokens, "streams": streams, "visual_memory": memory, **_peak()}
+        return {"timings": timings, "total": total, "tokens": tokens, "streams": streams, "sequence_length": length,
+                "visual_memory": memory, **_peak()}
 
     report = {"backend": args.backend, "device": _device_name(device), "dtype": str(backend.dtype).replace("torch.", ""),
               "attn_implementation": args.attn_implementation, "share_prefix": args.share_prefix, "checkpoint": ckpt.name,
-              "scorer": f"{args.backend} itself (self, generate mode)" if args.scorer == "self" else "tiny-llava (generate mode)",
+              "size": args.size, "date": time.strftime("%Y-%m-%d"),
+              "parameters": sum(p.numel() for p in backend.model.parameters()),
+              "scorer": f"{args.backend} itself (self, generate mode)" if args.scorer == "self"
+              else f"{'random llava-1.5-13b shapes' if full else 'tiny-llava'}{' (4-bit)' if args.scorer_4bit else ''} (generate mode, "
+                   f"batch {args.scorer_batch_size})",
               "repeats": args.repeats, "release_repeats": args.release_repeats, "new_tokens": args.new_tokens, "frames": {}}
     for n in args.frames:
         runs = {k: [] for k in PIPELINES}
@@ -265,10 +367,14 @@ def run_bench(args) -> dict:
         for key in ("peak_rss_mib", "peak_gpu_mib"):
             if key in entry["cos"]:
                 ratios[f"cos_{key.replace('_mib', '')}_over_uniform"] = entry["cos"][key] / entry["uniform"][key]
+        entry.update(floor_and_rates(entry))
+        ratios["cos_over_floor"] = entry["cos"]["total"] / entry["floor"]["total"]
         if runs["cos"][0]["visual_memory"] is not None:
             entry["visual_memory"] = runs["cos"][0]["visual_memory"]
         entry.update(ratios=ratios, decode_step=step, prefix_saved_fraction=prefix,
                      tokens_equal_release=(runs["release"][0]["tokens"] == runs["cos"][0]["tokens"]) if runs["release"] else None)
+        if args.scorer_profile and args.scorer != "self":
+            entry["scorer_profile"] = scorer_profile(args, scorer_dir, device, sample(video, n), question, config)
         report["frames"][str(n)] = entry
         if args.profile:
             _profile(pipe, sample(video, n), question, gen, Path(args.workdir) / f"profile_cos_{n}.json")
@@ -310,6 +416,12 @@ def format_report(report: dict) -> str:
         for key, label in (("peak_rss_mib", "peak RSS"), ("peak_gpu_mib", "peak GPU mem")):
             if key in entry["uniform"]:
                 lines.append(f"{label:14s}" + "".join(f"{entry[k][key]:16.0f} MiB" for k in present))
+        f = entry["floor"]
+        lines.append(f"floor (unavoidable): {f['total']:.3f}s = video {f['video']:.3f} + scorer {f['scorer']:.3f} + "
+                     f"{entry['cos']['streams']} prefills {f['prefills']:.3f} + 3-stream decode {f['decode']:.3f}; "
+                     f"prompt {entry['uniform']['sequence_length']} tokens")
+        if entry["throughput"]:
+            lines.append("tokens/s: " + ", ".join(f"{k.replace('_tokens_per_s', '')} {v:,.0f}" for k, v in entry["throughput"].items()))
         r = entry["ratios"]
         lines.append("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()))
         p = entry["prefix_saved_fraction"]
@@ -321,6 +433,14 @@ def format_report(report: dict) -> str:
             m = entry["visual_memory"]
             lines.append(f"beacon memory (last CoS answer): {m['batch']} stream(s), each compressing its own video ({m['visual_tokens']} visual "
                          f"tokens -> {m['beacons']} beacons at ratio {m['beacon_ratio']}, windows of {m['beacon_window']}; nothing shared)" + same)
+        if entry.get("scorer_profile"):
+            rows = entry["scorer_profile"]
+            lines.append(f"scorer, {rows[0]['mosaics']} mosaics per video (seconds; median of 3 after a warm-up; no padding: one prompt):")
+            for precision in dict.fromkeys(r["precision"] for r in rows):
+                for mode in ("generate", "logits"):
+                    cells = [f"b{r['batch']} {r['seconds']:.3f}" for r in rows if r["precision"] == precision and r["mode"] == mode]
+                    peak = max((r.get("peak_gpu_mib", r.get("peak_rss_mib", 0)) for r in rows if r["precision"] == precision), default=0)
+                    lines.append(f"  {precision:9s}{mode:9s}" + "  ".join(cells) + f"   (peak {peak:.0f} MiB)")
     return "\n".join(lines)
 
 
@@ -344,7 +464,7 @@ def plot_report(report: dict, out: Path) -> Path:
         ax.set_title(f"{n} frames")
         ax.set_ylabel("seconds per video")
     axes[0][-1].legend(fontsize=8, loc="upper left")
-    fig.suptitle(f"time per stage — {report['checkpoint']} LongVA on {report['device']}", fontsize=10)
+    fig.suptitle(f"time per stage — {report['checkpoint']} on {report['device']}", fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
@@ -354,8 +474,19 @@ def plot_report(report: dict, out: Path) -> Path:
 
 def bench_command(args) -> int:
     if args.smoke:
+        args.size = "tiny"
         args.frames = args.frames_given or [8, 16]
         args.new_tokens = min(args.new_tokens, 4)
+    elif args.size == "full":
+        from cos.device import normalise_device
+
+        device = normalise_device(args.device)
+        if not (str(device).startswith("cuda") and torch.cuda.is_available()):
+            print(f"cos bench --size full: builds {args.backend}'s real 7B shapes (about 16 GB in bf16) and LLaVA-1.5-13B's (26 GB in "
+                  f"fp16) with random weights on a GPU; there is no CUDA device here (device {device}). On a CPU use --size small "
+                  f"(the real token geometry, 4 layers x 256), whose ratios the README reports.", file=sys.stderr)
+            return 2
+        args.frames = args.frames_given or [128]
     else:
         args.frames = args.frames_given or [32, 128]
     args.release_repeats = args.repeats if args.release_repeats is None else args.release_repeats
@@ -385,13 +516,20 @@ def add_parser(subparsers):
     p.add_argument("--release-repeats", type=int, default=None, help="runs of the (slow) release-style pipeline (default: --repeats; 0 skips it)")
     p.add_argument("--new-tokens", type=int, default=8, help="new tokens per answer (same for every pipeline)")
     p.add_argument("--backend", choices=registry.names(), default="longva", help="base model (default longva)")
-    p.add_argument("--smoke", action="store_true", help="tiny checkpoint, 8/16 frames, a few tokens: seconds")
+    p.add_argument("--size", choices=SIZES, default="small",
+                   help="small: real token geometry, 4 layers x 256 (default); tiny: seconds; full: the 7B model's shapes and a "
+                        "LLaVA-1.5-13B-shaped scorer, random weights drawn on the GPU (GPU only; default frames 128)")
+    p.add_argument("--smoke", action="store_true", help="--size tiny, 8/16 frames, a few tokens: seconds")
     p.add_argument("--workdir", default=".cache/bench", help="where checkpoints and the video are built (reused)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="auto", help="auto: fp32 on CPU, bf16/fp16 on GPU")
     p.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
     p.add_argument("--scorer", default="llava", choices=["llava", "self"], help="CoS scorer (self: no release-style run)")
     p.add_argument("--share-prefix", default="auto", choices=["auto", "always", "never"], help="CoS prefill strategy (cos.pipeline.CoSConfig)")
+    p.add_argument("--scorer-batch-size", type=int, default=16, help="mosaics per scorer forward (the default of scorer_batch_size)")
+    p.add_argument("--scorer-4bit", action="store_true", help="4-bit scorer (bitsandbytes, GPU), the paper's setting")
+    p.add_argument("--scorer-profile", action="store_true",
+                   help=f"also time the scorer alone per batch size {PROFILE_BATCHES}, generate vs logits, fp16 vs 4-bit (when available)")
     p.add_argument("--out", default=None, help="write the report as JSON")
     p.add_argument("--plot", nargs="?", const="assets/bench.png", default=None, help="write a PNG of time per stage (default assets/bench.png)")
     p.add_argument("--profile", action="store_true", help="also dump a torch profiler trace of one CoS run per frame count")

@@ -64,8 +64,9 @@ def _build_tokenizer():
     return tok
 
 
-def build_processor():
-    """The tiny ``LlavaProcessor``: trained BPE tokenizer (left padding) + ``CLIPImageProcessorPil`` 112 px."""
+def build_processor(image_size: int = IMAGE_SIZE):
+    """The tiny ``LlavaProcessor``: trained BPE tokenizer (left padding) + ``CLIPImageProcessorPil`` (112 px;
+    ``image_size``: another side, e.g. 336 for LLaVA-1.5's 576 image tokens)."""
     from transformers import LlavaProcessor, PreTrainedTokenizerFast
     from transformers.models.clip import CLIPImageProcessorPil
 
@@ -79,8 +80,8 @@ def build_processor():
         padding_side="left",
     )
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
     )
     return LlavaProcessor(
         image_processor=image_processor,
@@ -148,6 +149,76 @@ def build_model(processor, seed: int = 0, bias: str = "none"):
     gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
     gen.do_sample = False
     return model
+
+
+#: llava-hf/llava-1.5-13b-hf's shapes: CLIP ViT-L/14-336 (576 image tokens) + Vicuna-13B (40 layers, 5120 wide)
+FULL_IMAGE_SIZE = 336
+FULL_VISION = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, projection_dim=768)
+FULL_TEXT = dict(vocab_size=32064, hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
+                 num_key_value_heads=40, max_position_embeddings=4096, rms_norm_eps=1e-5)
+
+
+def build_full_llava_scorer(device, dtype: torch.dtype = torch.float16, seed: int = 0, mode: str = "generate", batch_size: int = 16,
+                            load_in_4bit: bool = False, vision: dict | None = None, text: dict | None = None):
+    """A :class:`cos.scoring.LlavaScorer` with LLaVA-1.5-13B's shapes and random weights, built directly on ``device`` in
+    ``dtype`` (no checkpoint on disk), for ``cos bench --size full``. The tokenizer is the tiny one (ids fit the
+    32 064-row vocabulary), the image side 336 px. ``load_in_4bit``: the linear layers (all but ``lm_head``, as
+    transformers' bitsandbytes loader does) quantized to 4-bit by bitsandbytes, computing in ``dtype``; CUDA only.
+    ``vision`` / ``text``: other widths and depths (tests build the same thing small)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    from cos.scoring import LlavaScorer
+
+    processor = build_processor(FULL_IMAGE_SIZE)
+    tok = processor.tokenizer
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(image_size=FULL_IMAGE_SIZE, patch_size=PATCH_SIZE, **(vision or FULL_VISION)),
+        text_config=LlamaConfig(**(text or FULL_TEXT), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                pad_token_id=tok.pad_token_id, tie_word_embeddings=False),
+        image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+    )
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = LlavaForConditionalGeneration._from_config(config, dtype=dtype).eval()
+    model.requires_grad_(False)
+    gen = model.generation_config
+    gen.bos_token_id, gen.eos_token_id, gen.pad_token_id, gen.do_sample = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, False
+    if load_in_4bit:
+        quantize_linear_4bit(model, dtype, skip=("lm_head",))
+    name = "random llava-1.5-13b shapes" + (" (4-bit)" if load_in_4bit else "")
+    return LlavaScorer.from_model(model, processor, name=name, mode=mode, batch_size=batch_size, dtype=dtype)
+
+
+def quantize_linear_4bit(model, compute_dtype: torch.dtype, skip: tuple[str, ...] = ("lm_head",)) -> int:
+    """Replace every ``nn.Linear`` of ``model`` (on a CUDA device) whose name does not end with one of ``skip`` by a
+    bitsandbytes ``Linear4bit`` holding its weights quantized (bitsandbytes' default 4-bit type, as
+    ``BitsAndBytesConfig(load_in_4bit=True)``); returns how many were replaced."""
+    from cos.errors import ConfigError
+
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise ConfigError("a 4-bit scorer needs bitsandbytes (pip install -e '.[gpu]')") from None
+    replaced = 0
+    for parent_name, parent in list(model.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            full = f"{parent_name}.{child_name}" if parent_name else child_name
+            if not isinstance(child, torch.nn.Linear) or full.endswith(skip):
+                continue
+            if child.weight.device.type != "cuda":
+                raise ConfigError(f"4-bit quantization needs the model on a CUDA device, {full} is on {child.weight.device}")
+            layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                      compute_dtype=compute_dtype, device="meta")
+            layer.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False).to(child.weight.device)  # quantizes
+            if child.bias is not None:
+                layer.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+            setattr(parent, child_name, layer)
+            replaced += 1
+    torch.cuda.empty_cache()
+    return replaced
 
 
 def build_tiny_llava(out_dir, seed: int = 0, bias: str = "none") -> Path:

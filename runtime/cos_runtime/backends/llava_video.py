@@ -114,8 +114,9 @@ class LlavaVideoBackend(CachedVideoLM):
         return text.strip()
 
 
-def load(options: Options, device: str, dtype: torch.dtype) -> LlavaVideoBackend:
-    """Load LLaVA-Video (a hub id or a checkpoint directory in the original format) as a VideoLM."""
+def load(options: Options, device: str, dtype: torch.dtype, random_weights: int | None = None) -> LlavaVideoBackend:
+    """Load LLaVA-Video (a hub id or a checkpoint directory in the original format) as a VideoLM.
+    ``random_weights``: a seed; the parameters are drawn on the device instead of read (``cos bench --size full``)."""
     from llava_video import CheckpointError, LlavaVideoForCausalLM, LlavaVideoProcessor
 
     overrides = dict(mm_spatial_pool_mode=options.mm_spatial_pool_mode, mm_newline_position=options.mm_newline_position)
@@ -123,7 +124,8 @@ def load(options: Options, device: str, dtype: torch.dtype) -> LlavaVideoBackend
         overrides = dict(mm_spatial_pool_mode=None, mm_newline_position=None)
     try:
         model = LlavaVideoForCausalLM.from_pretrained(options.pretrained, torch_dtype=dtype, device_map=device,
-                                                      attn_implementation=options.attn_implementation, **overrides)
+                                                      attn_implementation=options.attn_implementation, **overrides,
+                                                      random_weights=random_weights)
         processor = LlavaVideoProcessor.from_pretrained(options.pretrained)
     except (CheckpointError, FileNotFoundError) as err:
         raise ConfigError(f"cannot load LLaVA-Video from {options.pretrained!r}: {err}") from err

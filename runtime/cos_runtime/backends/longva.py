@@ -63,14 +63,16 @@ class LongVABackend(CachedVideoLM):
         return self.processor.prompt_ids(question).to(self.device)  # LongVA's prompt does not state frame times
 
 
-def load(options: Options, device: str, dtype: torch.dtype) -> LongVABackend:
-    """Load LongVA (a hub id or a checkpoint directory in the original format) as a VideoLM."""
+def load(options: Options, device: str, dtype: torch.dtype, random_weights: int | None = None) -> LongVABackend:
+    """Load LongVA (a hub id or a checkpoint directory in the original format) as a VideoLM.
+    ``random_weights``: a seed; the parameters are drawn on the device instead of read (``cos bench --size full``)."""
     from longva import LongVAForCausalLM, LongVAProcessor
     from longva.checkpoint import CheckpointError
 
     try:
         model = LongVAForCausalLM.from_pretrained(options.pretrained, torch_dtype=dtype, device_map=device,
-                                                  attn_implementation=options.attn_implementation)
+                                                  attn_implementation=options.attn_implementation,
+                                                  random_weights=random_weights)
         processor = LongVAProcessor.from_pretrained(options.pretrained)
     except (CheckpointError, FileNotFoundError) as err:  # as a CosError, so `cos run` and the harness report it without a traceback
         raise ConfigError(f"cannot load LongVA from {options.pretrained!r}: {err}") from err

@@ -158,14 +158,16 @@ class VideoXLBackend(SplicedVideoLM):
         return text.split("<|im_end|>", 1)[0].strip()  # the adapter's stopping keyword
 
 
-def load(options: Options, device: str, dtype: torch.dtype) -> VideoXLBackend:
-    """Load Video-XL (a hub id[/subfolder] or a checkpoint directory in the release's format) as a VideoLM."""
+def load(options: Options, device: str, dtype: torch.dtype, random_weights: int | None = None) -> VideoXLBackend:
+    """Load Video-XL (a hub id[/subfolder] or a checkpoint directory in the release's format) as a VideoLM.
+    ``random_weights``: a seed; the parameters are drawn on the device instead of read (``cos bench --size full``)."""
     from videoxl import VideoXLForCausalLM, VideoXLProcessor
     from vlm_common.checkpoints import CheckpointError
 
     try:
         model = VideoXLForCausalLM.from_pretrained(options.pretrained, torch_dtype=dtype, device_map=device,
-                                                   attn_implementation=options.attn_implementation, beacon_ratio=options.beacon_ratio)
+                                                   attn_implementation=options.attn_implementation, beacon_ratio=options.beacon_ratio,
+                                                   random_weights=random_weights)
         processor = VideoXLProcessor.from_pretrained(options.pretrained)
     except (CheckpointError, FileNotFoundError) as err:
         raise ConfigError(f"cannot load Video-XL from {options.pretrained!r}: {err}") from err
