@@ -62,6 +62,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "text": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
                  "num_key_value_heads": 4, "rope_theta": 1000000000.0, "vocab_size": 152064},
         "merges": 300,
+        "vision_by_name": True,  # config.json names the tower (openai/clip-vit-large-patch14-336), as the release's
     },
 }
 #: sizes written without weights (their parameters are drawn on the device at load time)
@@ -159,7 +160,7 @@ def tiny_config_dict(size: str, n_tokens: int) -> dict[str, Any]:
         },
         "vocab_size": vocab_size,
     }
-    if size in WEIGHTLESS:  # the release's config.json: no vision_config, the tower is ViT-L/14-336 by name
+    if spec.get("vision_by_name"):  # the release's config.json: no vision_config, the tower is ViT-L/14-336 by name
         del raw["vision_config"]
     return raw
 

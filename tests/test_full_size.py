@@ -145,3 +145,30 @@ def test_bench_small_reports_floor_throughput_and_scorer_profile(tmp_path):
     assert all(r["mosaics"] == 2 and r["seconds"] > 0 for r in profile)
     for text in ("floor (unavoidable)", "tokens/s: uniform_prefill", "cos_over_floor", "scorer, 2 mosaics per video"):
         assert text in proc.stdout
+
+
+def test_full_size_path_runs_end_to_end_at_a_small_width(tmp_path, monkeypatch):
+    """Everything ``--size full`` does besides the widths — a weightless config, parameters drawn on the device,
+    the LLaVA-1.5-13B-shaped scorer built on the device (per sample for the release-style run), the report — run on
+    the CPU with the full sizes narrowed (the refusal sits in the command, not in run_bench)."""
+    import argparse
+
+    import longva.tiny
+    from cos_runtime import bench, tiny_llava
+
+    small = {**longva.tiny.SIZES["small"], "text": {**longva.tiny.SIZES["small"]["text"], "vocab_size": 640}}
+    monkeypatch.setitem(longva.tiny.SIZES, "full", small)
+    monkeypatch.setattr(tiny_llava, "FULL_VISION", dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                                        projection_dim=32))
+    monkeypatch.setattr(tiny_llava, "FULL_TEXT", dict(vocab_size=32064, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096))
+    args = argparse.Namespace(workdir=str(tmp_path), size="full", backend="longva", frames=[8], repeats=1, release_repeats=1, new_tokens=3,
+                              device="cpu", dtype="auto", attn_implementation="sdpa", scorer="llava", share_prefix="auto",
+                              scorer_batch_size=16, scorer_4bit=False, scorer_profile=False, profile=False, smoke=False)
+    report = bench.run_bench(args)
+    assert not list((tmp_path / "full-longva").glob("*.safetensors"))  # nothing was read from disk
+    assert report["size"] == "full" and report["parameters"] > 0
+    assert "random llava-1.5-13b shapes" in report["scorer"]
+    entry = report["frames"]["8"]
+    assert entry["tokens_equal_release"] is True and entry["cos"]["sequence_length"] > 8 * 144
+    assert set(entry["floor"]) == {"video", "scorer", "prefills", "decode", "total"}
