@@ -8,14 +8,7 @@
 # (flash-attn when installed), and writes the JSON reports and a plot under $OUT.
 set -uo pipefail
 OUT="${OUT:-.cache/gpu-check}"; mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  SITE="$(mktemp -d)"
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit 1
-  export PYTHONPATH="$SITE:${PYTHONPATH:-}"
-fi
-export PYTHONPATH="$PWD:$PWD/runtime:$PWD/lmms-eval:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.version.cuda)"
+source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh"
 W=.cache/bench-gpu
 bench() { python3 -m cos_runtime bench --workdir "$W" --device cuda "$@" 2>&1 | grep -vE "Loading weights|Warning|warn\(" ; }
 bench --frames 32,128 --repeats 3 --release-repeats 3 --dtype bfloat16 --out "$OUT/bench_bf16.json" --plot "$OUT/bench_bf16.png"

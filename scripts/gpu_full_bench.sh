@@ -4,29 +4,24 @@
 # uniform vs CoS vs release-style wall time per stage, floor, tokens/s, peak GPU memory; the scorer's cost by
 # batch size / mode / precision; and prefetching (decode + preprocess in a background thread) on and off.
 #
-# Prepare here (once):  bash scripts/gpu_full_bench.sh --prepare   (the weightless full configs + tokenizers, the needle
-#                       video: .cache/bench-full, under 1 MB); and wheels for the device's Python in .whl/ (transformers 5.x,
-#                       tokenizers, regex, typer, shellingham, decord, av; bitsandbytes too for the 4-bit scorer rows)
-# Run there with carry [.whl, .cache/bench-full]:  bash scripts/gpu_full_bench.sh      (about 6 minutes on an H200)
+# Prepare here (once):  bash scripts/gpu_full_bench.sh --prepare   (the weightless full configs + tokenizers and the
+#                       needle video in .cache/bench-full, 1 MB; the small LongVA and six needle videos in .cache/prefetch-gpu,
+#                       22 MB); and wheels for the device's Python in .whl/ (transformers 5.x, tokenizers, regex, typer,
+#                       shellingham, decord, av; bitsandbytes too for the 4-bit scorer rows)
+# Run there with carry [.whl, .cache/bench-full, .cache/prefetch-gpu]:  bash scripts/gpu_full_bench.sh   (about 6 minutes on an H200)
 # Each step has its own time limit and writes its JSON under $OUT as soon as it ends, so a slow step costs only itself.
 set -uo pipefail
-W=.cache/bench-full
+W=.cache/bench-full P=.cache/prefetch-gpu
 if [ "${1:-}" = "--prepare" ]; then
   source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
   for b in longva llava_video videoxl; do
     python -c "import argparse, sys; from cos_runtime.bench import _prepare; _prepare(argparse.Namespace(workdir='$W', size='full', frames=[128], backend='$b'))" || exit 1
   done
-  du -sh "$W"; exit 0
+  python -c "import sys; sys.path.insert(0, 'scripts'); from prefetch_bench import prepare; prepare(__import__('pathlib').Path('$P'), 'longva', 'small', 6, 128, 640)" || exit 1
+  du -sh "$W" "$P"; exit 0
 fi
 OUT="${OUT:-.cache/gpu-full}"; mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  SITE="$(mktemp -d)"
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit 1
-  export PYTHONPATH="$SITE:${PYTHONPATH:-}"
-fi
-export PYTHONPATH="$PWD:$PWD/runtime:$PWD/lmms-eval:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/gpu.txt"
+source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh" "$OUT/gpu.txt"
 bench() { timeout "$1" python3 -m cos_runtime bench --workdir "$W" --device cuda --size full --frames 128 "${@:2}" 2>&1 | grep -vE "Loading weights|Warning|warn\(" ; }
 # LongVA-7B first (the paper's main model), with the scorer profile; then the other two base models.
 bench 240 --backend longva --repeats 2 --release-repeats 1 --new-tokens 8 --scorer-profile --out "$OUT/full_longva.json" | tee "$OUT/full.txt"
@@ -34,4 +29,4 @@ bench 120 --backend llava_video --repeats 2 --release-repeats 1 --new-tokens 8 -
 bench 120 --backend videoxl --repeats 2 --new-tokens 8 --out "$OUT/full_videoxl.json" | tee -a "$OUT/full.txt"
 # Prefetching on the GPU (small checkpoint: there decoding and preprocessing are most of a sample's time).
 timeout 120 python3 scripts/prefetch_bench.py --model longva --size small --frames 128 --videos 6 --side 640 --device cuda \
-  --workdir .cache/prefetch-gpu --out "$OUT/prefetch.json" 2>&1 | tail -n 8 | tee -a "$OUT/full.txt"
+  --harness direct --workdir "$P" --out "$OUT/prefetch.json" 2>&1 | tail -n 8 | tee -a "$OUT/full.txt"

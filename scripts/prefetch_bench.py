@@ -9,6 +9,9 @@ left the critical path, and whether the predictions are identical.
     python scripts/prefetch_bench.py --model longva --frames 128 --videos 8
     python scripts/prefetch_bench.py --model cos_longva --frames 64 --device cuda
 
+``--harness direct`` runs the same prefetcher (:mod:`cos_runtime.prefetch`) over the engine without lmms-eval (for
+a machine that has no lmms-eval, e.g. a bare GPU box): the needle questions are answered in order, one engine.
+
 Only ratios mean something on a CPU: there the model and the decoder share the same cores.
 """
 
@@ -56,7 +59,30 @@ def run(model: str, model_args: str, data: Path, out: Path, device: str | None) 
     found = sorted((traces / "cos_needle").glob("*.json"))
     if proc.returncode != 0 or not found:
         raise SystemExit(f"lmms-eval failed ({model_args}):\n{proc.stderr[-3000:]}")
-    records = [json.loads(p.read_text()) for p in found]
+    return summarise([json.loads(p.read_text()) for p in found], wall)
+
+
+def run_direct(spec, values: dict, method: str, data: Path, depth: int, device: str | None) -> dict:
+    """The needle questions through one engine, with the prefetcher (depth > 0) or serially; no lmms-eval involved."""
+    from cos.pipeline import GenerationOptions
+    from cos_runtime.engine import build_engine
+    from cos_runtime.prefetch import Prefetcher
+
+    docs = json.loads((data / "questions.json").read_text())
+    engine = build_engine(spec.name, method, {**values, "prefetch": depth}, device=device)
+    items = [(str(data / d["video"]), d["question"] + "\n" + "\n".join(d["options"])) for d in docs]
+    gen = GenerationOptions(max_new_tokens=16)
+    records = []
+    start = time.perf_counter()
+    with Prefetcher(items, lambda item: (item, item[0]), engine.prepare, depth) as ahead:
+        for index, (video, question) in enumerate(items):
+            pending = ahead.take(index)
+            trace = engine.answer(video, question, gen, prepared=pending.prepared if pending else None).trace
+            records.append(trace.to_json())
+    return summarise(records, time.perf_counter() - start)
+
+
+def summarise(records: list[dict], wall: float) -> dict:
     t = [r["timings"] for r in records]
     return {"samples": len(records), "process_wall_s": wall,
             "per_sample_s": statistics.mean(x["total"] for x in t),
@@ -75,6 +101,8 @@ def main(argv=None) -> int:
     p.add_argument("--prefetch", type=int, default=2, help="the prefetching run's depth (the other run is serial)")
     p.add_argument("--device", default=None)
     p.add_argument("--workdir", default=".cache/prefetch-bench")
+    p.add_argument("--harness", choices=["lmms-eval", "direct"], default="lmms-eval",
+                   help="lmms-eval: the task through `python -m lmms_eval`; direct: the same prefetcher over the engine, no lmms-eval")
     p.add_argument("--out", default=None, help="write the figures as JSON")
     args = p.parse_args(argv)
 
@@ -85,15 +113,20 @@ def main(argv=None) -> int:
         p.error(f"unknown model {args.model!r}")
     work = Path(args.workdir)
     ckpt, scorer, data = prepare(work, spec.name, args.size, args.videos, args.frames, args.side)
-    base = f"pretrained={ckpt},max_frames_num={args.frames},video_decode_backend=auto"
-    if spec.model_ids()[args.model] == "cos":
-        base += f",scorer_pretrained={scorer},score_threshold=0.6,score_mode=logits"
+    method = spec.model_ids()[args.model]
+    values = {"pretrained": str(ckpt), "max_frames_num": args.frames, "video_decode_backend": "auto"}
+    if method == "cos":
+        values.update(scorer_pretrained=str(scorer), score_threshold=0.6, score_mode="logits")
     runs = {}
     for depth in (0, args.prefetch):
-        runs[depth] = run(args.model, f"{base},prefetch={depth}", data, work / f"run-{args.model}-{depth}", args.device)
+        if args.harness == "direct":
+            runs[depth] = run_direct(spec, values, method, data, depth, args.device)
+        else:
+            model_args = ",".join(f"{k}={v}" for k, v in values.items()) + f",prefetch={depth}"
+            runs[depth] = run(args.model, model_args, data, work / f"run-{args.model}-{depth}", args.device)
     serial, ahead = runs[0], runs[args.prefetch]
     same = serial["answers"] == ahead["answers"]
-    print(f"{args.model}, {args.size} checkpoint, {args.frames} frames, {serial['samples']} videos of {args.side}x{args.side}, "
+    print(f"{args.model} through {args.harness}, {args.size} checkpoint, {args.frames} frames, {serial['samples']} videos of {args.side}x{args.side}, "
           f"device {args.device or 'auto'}")
     print(f"{'':22s}{'serial':>12s}{f'prefetch={args.prefetch}':>14s}")
     for key, label in (("per_sample_s", "s per sample"), ("decode_preprocess_s", "decode+preprocess s"), ("prefetch_wait_s", "waited for it s"),

@@ -331,42 +331,65 @@ def test_prefetching_gives_the_serial_answers_and_error_records(tmp_path, budget
         assert {k: v for k, v in trace.items() if k not in drop} == {k: v for k, v in reference.items() if k not in drop}, name
 
 
-def test_prefetcher_holds_at_most_depth_videos_ahead_and_skips_what_is_done():
-    """The prefetcher's schedule: request i's turn resolves and starts decoding up to i + depth, skips padding,
-    leaves requests whose resolution fails to the serial path, and does not decode samples already cached."""
+def test_prefetcher_holds_at_most_depth_videos_ahead_and_skips_what_is_done(tiny_longva_dir, needle_data):
+    """The prefetcher's schedule, with the adapter's own look-ahead: request i's turn resolves and starts decoding up to
+    i + depth, skips padding, leaves requests whose resolution fails to the serial path, does not decode samples already
+    in the result cache, and prepares exactly what the serial path would decode."""
     from types import SimpleNamespace
 
-    from cos_lmms_eval.models import Prefetcher
+    from cos.trace import StageTimer
+    from cos_lmms_eval.models import LongVA
+    from cos_runtime.prefetch import Prefetcher
 
-    started, resolved = [], []
+    docs = json.loads((needle_data / "questions.json").read_text())
+    videos = [str(needle_data / d["video"]) for d in docs[:4]]
+    model = LongVA(pretrained=str(tiny_longva_dir), max_frames_num=4, video_decode_backend="pyav", trace_dir=None, result_cache_dir="none")
+    split = [{"video": v} for v in videos] + [{"video": "exit"}]
 
-    class Model:
-        result_cache = {"cached-key": {}}
-        engine = SimpleNamespace(prepare=lambda visual: started.append(visual) or f"prepared {visual}")
+    def doc_to_visual(doc):
+        if doc["video"] == "exit":
+            sys.exit("video path:/nowhere.mp4 does not exist")
+        return [doc["video"]]
 
-        def resolve(self, context, gen_kwargs, doc_to_visual, doc_id, task, split):
-            resolved.append(doc_id)
-            if doc_id == 3:
-                sys.exit("video path:/x.mp4 does not exist")
-            return SimpleNamespace(visual=f"v{doc_id}", key="cached-key" if doc_id == 4 else None)
+    model.task_dict = {"task": {"test": split}}
+    model.result_cache = {}  # a dict stands in for the cache's "key in cache" test
+    resolved = []
+    model_resolve = model.resolve
+
+    def counting_resolve(*args):
+        resolved.append(args[3])
+        return model_resolve(*args)
+
+    model.resolve = counting_resolve
 
     def request(i, padding=False):
-        return SimpleNamespace(args=("q", {}, None, i, "task", "test"), metadata={"__padding_only__": True} if padding else {})
+        return SimpleNamespace(args=("Which shape?", {}, doc_to_visual, i, "task", "test"), metadata={"__padding_only__": True} if padding else {})
 
-    requests = [request(0), request(1), request(2), request(3), request(4), request(5, padding=True)]
-    with Prefetcher(Model(), requests, depth=2) as ahead:
+    requests = [request(0), request(1), request(2), request(4), request(3), request(3, padding=True)]
+    cached_key = model.resolve(*requests[4].args[:6]).key
+    model.result_cache = {cached_key: {}}
+    resolved.clear()
+    started = []
+
+    def prepare(visual):
+        started.append(visual)
+        return model.engine.prepare(visual)
+
+    with Prefetcher(requests, model._resolve_ahead, prepare, depth=2) as ahead:
         first = ahead.take(0)
         assert resolved == [0, 1, 2]  # its own and the next two
-        assert first.prepared.result() == "prepared v0"
-        assert ahead.take(1).resolved.visual == "v1" and resolved == [0, 1, 2, 3]
-        assert ahead.take(2).prepared.result() == "prepared v2"
-        assert ahead.take(3) is None  # resolution failed: the serial path records it in its turn
+        frames = first.prepared.result().frames
+        serial, _ = model.engine.load_frames([videos[0]], StageTimer())
+        assert np.array_equal(frames, serial)  # what the serial path decodes
+        assert ahead.take(1).job.visual == [videos[1]] and resolved == [0, 1, 2, 4]
+        assert ahead.take(2).prepared.result().error is None
+        assert ahead.take(3) is None  # doc_to_visual called sys.exit: the serial path records it in its turn
         done = ahead.take(4)
-        assert done.prepared is None and done.resolved.key == "cached-key"  # answered by the result cache
-        assert ahead.take(5) is None and resolved == [0, 1, 2, 3, 4]  # padding is never resolved
-    assert sorted(started) == ["v0", "v1", "v2"]
-    with Prefetcher(Model(), requests, depth=0) as serial:
-        assert serial.take(0) is None and serial.pool is None
+        assert done.prepared is None and done.job.key == cached_key  # answered by the result cache: not decoded
+        assert ahead.take(5) is None and resolved == [0, 1, 2, 4, 3]  # padding is never resolved
+    assert started == [[videos[0]], [videos[1]], [videos[2]]]
+    with Prefetcher(requests, model._resolve_ahead, prepare, depth=0) as serial_run:
+        assert serial_run.take(0) is None and serial_run.pool is None
 
 
 def test_an_unexpected_error_is_not_a_sample_error(tmp_path, tiny_longva_dir, needle_data):

@@ -44,7 +44,6 @@ import sys
 import threading
 import traceback
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +64,7 @@ from cos.trace import CoSTrace, to_jsonable, trace_key, write_trace
 from cos_runtime import registry
 from cos_runtime.engine import Engine
 from cos_runtime.options import ModelOptions
+from cos_runtime.prefetch import Ahead, Prefetcher
 
 #: exit status of a rank that hit an unexpected error in a multi-process run (EX_SOFTWARE)
 FATAL_EXIT_CODE = 70
@@ -242,67 +242,6 @@ class Resolved:
     key: str | None
 
 
-@dataclass
-class Ahead:
-    """A request resolved ahead of its turn, and its video's decoding (a future of
-    :class:`~cos_runtime.engine.PreparedVisual`; None when the result cache already holds the sample)."""
-
-    resolved: Resolved
-    prepared: Future | None
-
-
-class Prefetcher:
-    """Decode and preprocess the next ``depth`` requests' videos in one background thread while the current
-    request runs on the model (``prefetch`` in ``model_args``; 0 = serial).
-
-    Requests are resolved (``doc_to_visual``, prompt, cache key) ahead in the calling thread; nothing is
-    recorded then. A request whose resolution fails, or whose answer is already in the result cache, is not
-    prefetched: its turn runs the serial path, which records the failure (or replays the cache) exactly as
-    without prefetching. A decoding error is kept with the prefetched video and raised in the sample's turn,
-    so it becomes the same error record. At most ``depth`` decoded videos are held besides the current one.
-    """
-
-    def __init__(self, model: VideoModel, requests: list, depth: int):
-        self.model, self.requests, self.depth = model, requests, int(depth)
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="cos-prefetch") if self.depth > 0 else None
-        self.pending: dict[int, Ahead] = {}
-        self.scheduled = 0
-
-    def __enter__(self) -> Prefetcher:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            for ahead in self.pending.values():
-                if ahead.prepared is not None:
-                    ahead.prepared.cancel()
-            self.pending.clear()
-            self.pool.shutdown(wait=True)
-
-    def take(self, index: int) -> Ahead | None:
-        """Request ``index``'s turn: schedule up to ``index + depth``, and hand over what was prepared for it."""
-        if self.pool is None:
-            return None
-        while self.scheduled < min(len(self.requests), index + self.depth + 1):
-            self._schedule(self.scheduled)
-            self.scheduled += 1
-        return self.pending.pop(index, None)
-
-    def _schedule(self, index: int) -> None:
-        request = self.requests[index]
-        if _padding(request):
-            return
-        try:
-            resolved = self.model.resolve(*request.args[:6])
-        except (Exception, SystemExit):  # noqa: BLE001 - the serial path, in the request's turn, records it
-            return
-        cache = self.model.result_cache
-        if resolved.key is not None and resolved.key in cache:
-            self.pending[index] = Ahead(resolved, None)
-        else:
-            self.pending[index] = Ahead(resolved, self.pool.submit(self.model.engine.prepare, resolved.visual))
-
-
 class VideoModel(lmms):
     """A registered backend as an lmms-eval model: the uniform baseline (``method = "uniform"``) or
     Chain-of-Shot (``method = "cos"``). Concrete classes (``LongVA``, ``CoSLongVA``, ...) are made per
@@ -355,7 +294,7 @@ class VideoModel(lmms):
         answers: list[str] = []
         run: Counter = Counter()
         bar = tqdm(total=len(requests), disable=self.rank != 0, desc=f"{type(self).__name__} answering")
-        with Prefetcher(self, requests, self.opts.run.prefetch) as ahead:
+        with Prefetcher(requests, self._resolve_ahead, self.engine.prepare, self.opts.run.prefetch) as ahead:
             for index, request in enumerate(requests):
                 if _padding(request):
                     answers.append("")  # lmms-eval drops padding answers; don't spend a forward on them
@@ -388,6 +327,15 @@ class VideoModel(lmms):
         return make_key({"kind": "sample", "v": RESULT_CACHE_VERSION, "model": self.model_identity, "task": task, "split": split,
                          "doc_id": doc_id, "context": context, "gen_kwargs": gen, "visual": visual_identity(visual)})
 
+    def _resolve_ahead(self, request) -> tuple[Resolved, object] | None:
+        """The prefetcher's look at a later request: resolved, and its visual to prepare (None when its answer is
+        already in the result cache); padding is skipped."""
+        if _padding(request):
+            return None
+        resolved = self.resolve(*request.args[:6])
+        cached = resolved.key is not None and resolved.key in self.result_cache
+        return resolved, None if cached else resolved.visual
+
     def resolve(self, context, gen_kwargs, doc_to_visual, doc_id, task, split) -> Resolved:
         """A request's visual (the task's ``doc_to_visual``), the prompt and generation kwargs it is answered
         with, and its result-cache key. No side effects: errors are the caller's to record."""
@@ -403,7 +351,7 @@ class VideoModel(lmms):
         """One sample -> (prediction, outcome); outcome in answered/failed/cached_answered/cached_failed.
         ``ahead``: the request as the prefetcher resolved it, with its video decoding in the background."""
         if ahead is not None:
-            resolved = ahead.resolved
+            resolved = ahead.job
         else:
             try:
                 resolved = self.resolve(context, gen_kwargs, doc_to_visual, doc_id, task, split)
