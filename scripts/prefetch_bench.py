@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,6 +50,7 @@ def run(model: str, model_args: str, data: Path, out: Path, device: str | None) 
 
     env = {**os.environ, "COS_NEEDLE_DATA": str(data), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "HF_HOME": str(out / "hf")}
+    shutil.rmtree(out, ignore_errors=True)  # this run's traces only
     traces = out / "traces"
     args = f"{model_args},trace_dir={traces},result_cache_dir=none,score_cache_dir=none" + (f",device={device}" if device else "")
     cmd = [sys.executable, "-m", "lmms_eval", "--model", model, "--model_args", args, "--tasks", "cos_needle", "--batch_size", "1",
@@ -123,7 +125,7 @@ def main(argv=None) -> int:
             runs[depth] = run_direct(spec, values, method, data, depth, args.device)
         else:
             model_args = ",".join(f"{k}={v}" for k, v in values.items()) + f",prefetch={depth}"
-            runs[depth] = run(args.model, model_args, data, work / f"run-{args.model}-{depth}", args.device)
+            runs[depth] = run(args.model, model_args, data, work / f"run-{args.model}-{args.size}-{depth}", args.device)
     serial, ahead = runs[0], runs[args.prefetch]
     same = serial["answers"] == ahead["answers"]
     print(f"{args.model} through {args.harness}, {args.size} checkpoint, {args.frames} frames, {serial['samples']} videos of {args.side}x{args.side}, "

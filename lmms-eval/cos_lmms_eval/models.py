@@ -30,6 +30,10 @@ Long runs
   size/mtime, hence a new key).
 * Padding requests (lmms-eval repeats a rank's last request so all ranks run equally many) are not
   computed: their answers are discarded by lmms-eval.
+* **Prefetching.** With ``prefetch`` > 0 (default 2) the next requests are resolved ahead and their videos
+  decoded and preprocessed in a background thread (:mod:`cos_runtime.prefetch`) while the current one runs on
+  the model. Nothing is recorded ahead: failures, cache replays and error records happen in each request's
+  turn, exactly as in a serial run (``prefetch=0``).
 """
 
 from __future__ import annotations

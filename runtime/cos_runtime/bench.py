@@ -61,6 +61,11 @@ def _reset_peak() -> None:
         pass
 
 
+def _resident() -> dict:
+    """GPU memory held before a run starts (the weights of everything loaded): what its peak is measured above."""
+    return {"resident_gpu_mib": torch.cuda.memory_allocated() / 2**20} if torch.cuda.is_available() else {}
+
+
 def _peak() -> dict:
     out = {}
     try:
@@ -170,7 +175,7 @@ def _prepare(args) -> tuple[Path, Path, Path, dict]:
 def _median_stages(runs: list[dict]) -> dict:
     out = {stage: statistics.median(r["timings"].get(stage, 0.0) for r in runs) for stage in STAGES}
     out["total"] = statistics.median(r["total"] for r in runs)
-    for key in ("peak_rss_mib", "peak_gpu_mib"):
+    for key in ("peak_rss_mib", "peak_gpu_mib", "resident_gpu_mib"):
         if key in runs[0]:
             out[key] = statistics.median(r[key] for r in runs)
     out["streams"] = runs[0].get("streams", 1)
@@ -276,11 +281,13 @@ def run_bench(args) -> dict:
         return module.sample_frames(path, dataclasses.replace(model_options, max_frames_num=n, video_decode_backend="auto", **exact)).frames
 
     make_scorer = scorer_factory(args, scorer_dir, device)
+    scorer_mib = 0.0
     if args.scorer == "self":  # LongVA scores its own mosaics; the release-style run keeps the LLaVA scorer
         scorer = get_scorer("self", model=backend, mode="generate")
         args.release_repeats = 0
     else:
         scorer = make_scorer()  # loaded once, reused by every CoS run
+        scorer_mib = sum(p.numel() * p.element_size() for p in scorer.model.parameters()) / 2**20
     # The release-style pipeline drives the LM token by token through embed_tokens + forward_logits; the
     # decode-step timing and the shared-prefix figures need a cached prefill (prefill / decode_step). A
     # backend without them (Video-XL: its beacon memory is built inside generate) skips those parts.
@@ -300,6 +307,7 @@ def run_bench(args) -> dict:
     def one(kind: str, n: int) -> dict:
         timer = StageTimer(sync)
         _reset_peak()
+        resident = _resident()
         start = time.perf_counter()
         with timer("decode_video"):
             frames = sample(video, n)
@@ -316,12 +324,12 @@ def run_bench(args) -> dict:
         # an in-LM video memory (Video-XL): what the streams of this answer kept
         memory = backend.memory_report() if kind != "release" and hasattr(backend, "memory_report") else None
         return {"timings": timings, "total": total, "tokens": tokens, "streams": streams, "sequence_length": length,
-                "visual_memory": memory, **_peak()}
+                "visual_memory": memory, **resident, **_peak()}
 
     report = {"backend": args.backend, "device": _device_name(device), "dtype": str(backend.dtype).replace("torch.", ""),
               "attn_implementation": args.attn_implementation, "share_prefix": args.share_prefix, "checkpoint": ckpt.name,
               "size": args.size, "date": time.strftime("%Y-%m-%d"),
-              "parameters": sum(p.numel() for p in backend.model.parameters()),
+              "parameters": sum(p.numel() for p in backend.model.parameters()), "scorer_weights_mib": scorer_mib,
               "scorer": f"{args.backend} itself (self, generate mode)" if args.scorer == "self"
               else f"{'random llava-1.5-13b shapes' if full else 'tiny-llava'}{' (4-bit)' if args.scorer_4bit else ''} (generate mode, "
                    f"batch {args.scorer_batch_size})",
@@ -367,6 +375,13 @@ def run_bench(args) -> dict:
         for key in ("peak_rss_mib", "peak_gpu_mib"):
             if key in entry["cos"]:
                 ratios[f"cos_{key.replace('_mib', '')}_over_uniform"] = entry["cos"][key] / entry["uniform"][key]
+        if "peak_gpu_mib" in entry["cos"]:  # the same process holds the scorer during the uniform runs too
+            uni, cos = entry["uniform"], entry["cos"]
+            # a baseline process holds no scorer: CoS's peak against the baseline's without the scorer's weights
+            ratios["cos_peak_gpu_over_uniform_process"] = cos["peak_gpu_mib"] / max(uni["peak_gpu_mib"] - scorer_mib, 1e-9)
+            # the working memory (activations, caches, frames) above the weights
+            ratios["cos_working_gpu_over_uniform"] = ((cos["peak_gpu_mib"] - cos["resident_gpu_mib"])
+                                                      / max(uni["peak_gpu_mib"] - uni["resident_gpu_mib"], 1e-9))
         entry.update(floor_and_rates(entry))
         ratios["cos_over_floor"] = entry["cos"]["total"] / entry["floor"]["total"]
         if runs["cos"][0]["visual_memory"] is not None:
@@ -413,7 +428,7 @@ def format_report(report: dict) -> str:
             lines.append(f"{stage:14s}" + "".join(f"{c:>20s}" for c in cells))
         lines.append(f"{'prefill/stream':14s}" + "".join(f"{entry[k]['prefill'] / entry[k]['streams']:19.3f}s" for k in present))
         lines.append(f"{'total':14s}" + "".join(f"{entry[k]['total']:19.3f}s" for k in present))
-        for key, label in (("peak_rss_mib", "peak RSS"), ("peak_gpu_mib", "peak GPU mem")):
+        for key, label in (("peak_rss_mib", "peak RSS"), ("peak_gpu_mib", "peak GPU mem"), ("resident_gpu_mib", "GPU at start")):
             if key in entry["uniform"]:
                 lines.append(f"{label:14s}" + "".join(f"{entry[k][key]:16.0f} MiB" for k in present))
         f = entry["floor"]
