@@ -8,8 +8,9 @@
 #                       needle video in .cache/bench-full, 1 MB; the small LongVA and six needle videos in .cache/prefetch-gpu,
 #                       22 MB); and wheels for the device's Python in .whl/ (transformers 5.x, tokenizers, regex, typer,
 #                       shellingham, decord, av; bitsandbytes too for the 4-bit scorer rows)
-# Run there with carry [.whl, .cache/bench-full, .cache/prefetch-gpu]:  bash scripts/gpu_full_bench.sh   (about 6 minutes on an H200)
-# Each step has its own time limit and writes its JSON under $OUT as soon as it ends, so a slow step costs only itself.
+# Run there with carry [.whl, .cache/bench-full, .cache/prefetch-gpu]:  bash scripts/gpu_full_bench.sh   (at most 9 min 10 s of steps)
+# Each step has its own time limit and writes its JSON under $OUT as it goes (a step that runs out of time keeps what it
+# measured); the script exits 1 naming the failed steps.
 set -uo pipefail
 W=.cache/bench-full P=.cache/prefetch-gpu
 if [ "${1:-}" = "--prepare" ]; then
@@ -22,11 +23,21 @@ if [ "${1:-}" = "--prepare" ]; then
 fi
 OUT="${OUT:-.cache/gpu-full}"; mkdir -p "$OUT"
 source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh" "$OUT/gpu.txt"
-bench() { timeout "$1" python3 -m cos_runtime bench --workdir "$W" --device cuda --size full --frames 128 "${@:2}" 2>&1 | grep -vE "Loading weights|Warning|warn\(" ; }
+FAILED=()
+# step NAME SECONDS COMMAND...: run with a time limit, keep its output in $OUT/full.txt, remember a failure
+step() {
+  local name=$1 limit=$2; shift 2
+  echo "== $name (limit ${limit}s)" | tee -a "$OUT/full.txt"
+  timeout "$limit" "$@" 2>&1 | grep -vE "Loading weights|Warning|warn\(" | tee -a "$OUT/full.txt"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || { FAILED+=("$name (exit $rc)"); echo "== $name failed: exit $rc" | tee -a "$OUT/full.txt"; }
+}
+bench=(python3 -m cos_runtime bench --workdir "$W" --device cuda --size full --frames 128 --repeats 1 --release-repeats 1 --new-tokens 8)
 # LongVA-7B first (the paper's main model), with the scorer profile; then the other two base models.
-bench 240 --backend longva --repeats 2 --release-repeats 1 --new-tokens 8 --scorer-profile --out "$OUT/full_longva.json" | tee "$OUT/full.txt"
-bench 120 --backend llava_video --repeats 2 --release-repeats 1 --new-tokens 8 --out "$OUT/full_llava_video.json" | tee -a "$OUT/full.txt"
-bench 120 --backend videoxl --repeats 2 --new-tokens 8 --out "$OUT/full_videoxl.json" | tee -a "$OUT/full.txt"
+step longva 200 "${bench[@]}" --backend longva --scorer-profile --out "$OUT/full_longva.json"
+step llava_video 120 "${bench[@]}" --backend llava_video --out "$OUT/full_llava_video.json"
+step videoxl 150 "${bench[@]}" --backend videoxl --out "$OUT/full_videoxl.json"
 # Prefetching on the GPU (small checkpoint: there decoding and preprocessing are most of a sample's time).
-timeout 120 python3 scripts/prefetch_bench.py --model longva --size small --frames 128 --videos 6 --side 640 --device cuda \
-  --harness direct --workdir "$P" --out "$OUT/prefetch.json" 2>&1 | tail -n 8 | tee -a "$OUT/full.txt"
+step prefetch 80 python3 scripts/prefetch_bench.py --model longva --size small --frames 128 --videos 6 --side 640 --device cuda \
+  --harness direct --workdir "$P" --out "$OUT/prefetch.json"
+[ ${#FAILED[@]} -eq 0 ] || { echo "failed steps: ${FAILED[*]}"; exit 1; }

@@ -74,6 +74,7 @@ def run_direct(spec, values: dict, method: str, data: Path, depth: int, device: 
     engine = build_engine(spec.name, method, {**values, "prefetch": depth}, device=device)
     items = [(str(data / d["video"]), d["question"] + "\n" + "\n".join(d["options"])) for d in docs]
     gen = GenerationOptions(max_new_tokens=16)
+    engine.answer(*items[0], gen)  # warm-up (CUDA context, kernels), not counted
     records = []
     start = time.perf_counter()
     with Prefetcher(items, lambda item: (item, item[0]), engine.prepare, depth) as ahead:

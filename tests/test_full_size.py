@@ -164,11 +164,40 @@ def test_full_size_path_runs_end_to_end_at_a_small_width(tmp_path, monkeypatch):
                                                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096))
     args = argparse.Namespace(workdir=str(tmp_path), size="full", backend="longva", frames=[8], repeats=1, release_repeats=1, new_tokens=3,
                               device="cpu", dtype="auto", attn_implementation="sdpa", scorer="llava", share_prefix="auto",
-                              scorer_batch_size=16, scorer_4bit=False, scorer_profile=False, profile=False, smoke=False)
+                              scorer_batch_size=16, scorer_4bit=False, scorer_profile=False, profile=False, smoke=False, decisions="truth",
+                              out=str(tmp_path / "full.json"))
     report = bench.run_bench(args)
     assert not list((tmp_path / "full-longva").glob("*.safetensors"))  # nothing was read from disk
     assert report["size"] == "full" and report["parameters"] > 0
     assert "random llava-1.5-13b shapes" in report["scorer"]
     entry = report["frames"]["8"]
     assert entry["tokens_equal_release"] is True and entry["cos"]["sequence_length"] > 8 * 144
+    assert entry["cos"]["streams"] == 3 and entry["floor"]["prefills"] == pytest.approx(3 * entry["uniform"]["prefill"])
     assert set(entry["floor"]) == {"video", "scorer", "prefills", "decode", "total"}
+
+
+def test_ground_truth_decisions_follow_the_needle_and_time_the_scorer():
+    """The bench composes with the needle's true code (a random scorer answers all-no, which would make CoS the
+    baseline) while the scorer still runs: constructed code, shots of 4, a padded last shot."""
+    from cos.scoring import ShotScorer, ShotScores
+    from cos_runtime.bench import GroundTruthDecisions, needle_code
+
+    doc = {"num_frames": 100, "needle_start": 40, "needle_end": 52}
+    code = needle_code(doc, 10, 4)  # frames linspace(0, 99, 10) = 0, 11, 22, 33, 44, 55, 66, 77, 88, 99
+    assert code.tolist() == [0, 0, 0, 0, 1, 0, 0, 0, 0, 0]
+    missed = needle_code({"num_frames": 100, "needle_start": 45, "needle_end": 47}, 10, 4)  # no sampled frame in [45, 47)
+    assert missed.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 0, 0]  # the shot of frame 44 (nearest the middle) is marked
+
+    class Counting(ShotScorer):
+        name, calls = "counting", 0
+
+        def score(self, mosaics, question):
+            Counting.calls += 1
+            return ShotScores([0.0] * len(mosaics), [0] * len(mosaics), ["no"] * len(mosaics))
+
+    truth = GroundTruthDecisions(Counting(), 4, "pad")
+    truth.code = code
+    scores = truth.score(["m0", "m1", "m2"], "q")
+    assert Counting.calls == 1 and scores.decisions.tolist() == [0, 1, 0] and scores.responses == ["no"] * 3
+    with pytest.raises(ValueError, match="2 mosaics but the code has 3 shots"):
+        truth.score(["m0", "m1"], "q")

@@ -333,12 +333,17 @@ class VideoModel(lmms):
 
     def _resolve_ahead(self, request) -> tuple[Resolved, object] | None:
         """The prefetcher's look at a later request: resolved, and its visual to prepare (None when its answer is
-        already in the result cache); padding is skipped."""
+        already in the result cache, or its question would be refused before any decoding); padding is skipped."""
         if _padding(request):
             return None
         resolved = self.resolve(*request.args[:6])
-        cached = resolved.key is not None and resolved.key in self.result_cache
-        return resolved, None if cached else resolved.visual
+        if resolved.key is not None and resolved.key in self.result_cache:
+            return resolved, None
+        try:
+            self.engine.check_question(resolved.context, self.opts.backend.max_frames_num)
+        except CosError:  # refused in its turn, before decoding, as in a serial run
+            return resolved, None
+        return resolved, resolved.visual
 
     def resolve(self, context, gen_kwargs, doc_to_visual, doc_id, task, split) -> Resolved:
         """A request's visual (the task's ``doc_to_visual``), the prompt and generation kwargs it is answered

@@ -8,7 +8,8 @@ a per-sample error record): an unreadable video (:class:`~cos.errors.VideoDecode
 question (:class:`EmptyQuestionError`: there is nothing to answer, and an answer would be a guess
 about an unasked question), and a prompt longer than the model's context budget
 (:class:`ContextBudgetError`: LongVA would cut the end of the prompt, i.e. the question, and answer
-something else). Both checks run before the video is decoded. Legitimately decodable inputs are
+something else). Both checks run before the video is decoded (the lmms-eval models' prefetching checks the
+question before it decodes a video ahead, too). Legitimately decodable inputs are
 answered: videos shorter than the frame count (indices repeat), single frames, grayscale, odd sizes,
 variable frame rate, any path, folders of frame images, and lists of images (sampled like frames, see
 :func:`cos.video.frames_from_images`).
@@ -43,7 +44,7 @@ class PreparedVisual:
 
     frames: np.ndarray | None = None
     info: dict | None = None
-    pixels: object = None  # torch.Tensor, as ``backend.preprocess`` gives it
+    pixels: object = None  # torch.Tensor in host memory (``backend.preprocess_host``), or None
     timings: dict = field(default_factory=dict)
     error: Exception | None = None
 
@@ -132,22 +133,24 @@ class Engine:
         raise ConfigError(f"unsupported visual of type {type(visual).__name__}: expected a video path or a list of images")
 
     def prepare(self, visual) -> PreparedVisual:
-        """Decode and preprocess ``visual`` (any thread): what :meth:`answer` does first, done ahead. Only an
-        error that :meth:`answer` would raise for this visual is kept (a ``CosError``, or a bug's exception);
-        frames the pipeline would refuse are not preprocessed, so it refuses them at the sample's turn."""
+        """Decode ``visual`` and preprocess its frames into host memory (any thread; nothing touches the GPU):
+        what :meth:`answer` does first, done ahead. Only a decoding error is kept (raised by :meth:`answer` in the
+        sample's turn, where the serial path raises it); frames the pipeline refuses, or whose preprocessing fails,
+        are left unprocessed, so the sample's turn does it, and fails, exactly as without prefetching."""
         timer = StageTimer(None)
         try:
             frames, info = self.load_frames(visual, timer)
-            pixels = None
-            try:
-                check_frames(frames)
-            except ConfigError:
-                pass  # refused by the pipeline when the sample's turn comes, exactly as without prefetching
-            else:
-                with timer("preprocess"):
-                    pixels = self.backend.preprocess(frames)
         except Exception as err:  # noqa: BLE001 - re-raised by answer(), in the sample's turn
             return PreparedVisual(timings=dict(timer.timings), error=err)
+        pixels = None
+        host = getattr(self.backend, "preprocess_host", None)  # a VideoLM without it is preprocessed in its turn
+        if host is not None:
+            try:
+                check_frames(frames)
+                with timer("preprocess"):
+                    pixels = host(frames)
+            except Exception:  # noqa: BLE001 - redone (and raised) by the pipeline in the sample's turn
+                pixels = None
         return PreparedVisual(frames=frames, info=info, pixels=pixels, timings=dict(timer.timings))
 
     def answer(self, visual, question: str, gen: GenerationOptions | None = None, prepared=None) -> Answer:
@@ -167,7 +170,10 @@ class Engine:
                 timer.add(stage, seconds)
             if prepared.error is not None:
                 raise prepared.error
-            frames, info, pixels = prepared.frames, prepared.info, prepared.pixels
+            frames, info = prepared.frames, prepared.info
+            if prepared.pixels is not None:  # host pixel values: to the model's device here, in the calling thread
+                with timer("preprocess"):
+                    pixels = self.backend.pixels_to_model(prepared.pixels)
         key = self.score_cache_key(info, frames, question) if self.method == "cos" else None
         times = info.get("frame_times")
         video = VideoInfo(frame_indices=tuple(info["frame_indices"]), fps=float(info.get("fps") or 0.0),

@@ -50,13 +50,14 @@ class Prefetcher:
     def __enter__(self) -> Prefetcher:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if self.pool is not None:
             for ahead in self.pending.values():
                 if ahead.prepared is not None:
                     ahead.prepared.cancel()
             self.pending.clear()
-            self.pool.shutdown(wait=True)
+            # normally the queue is empty by now; on an exception (a fatal error, Ctrl-C) don't wait for a decode
+            self.pool.shutdown(wait=exc_type is None, cancel_futures=True)
 
     def take(self, index: int) -> Ahead | None:
         """Item ``index``'s turn: look ahead up to ``index + depth``, and hand over what was resolved and prepared for it."""

@@ -194,31 +194,32 @@ def build_full_llava_scorer(device, dtype: torch.dtype = torch.float16, seed: in
 
 def quantize_linear_4bit(model, compute_dtype: torch.dtype, skip: tuple[str, ...] = ("lm_head",)) -> int:
     """Replace every ``nn.Linear`` of ``model`` (on a CUDA device) whose name does not end with one of ``skip`` by a
-    bitsandbytes ``Linear4bit`` holding its weights quantized (bitsandbytes' default 4-bit type, as
-    ``BitsAndBytesConfig(load_in_4bit=True)``); returns how many were replaced."""
+    bitsandbytes ``Linear4bit`` holding its weights quantized with what ``BitsAndBytesConfig(load_in_4bit=True)``
+    uses by default (``fp4``, no double quantization); returns how many were replaced. Each float layer is released
+    as soon as it is replaced, so the peak is the float model plus one layer."""
     from cos.errors import ConfigError
 
     try:
         import bitsandbytes as bnb
     except ImportError:
         raise ConfigError("a 4-bit scorer needs bitsandbytes (pip install -e '.[gpu]')") from None
-    replaced = 0
-    for parent_name, parent in list(model.named_modules()):
-        for child_name, child in list(parent.named_children()):
-            full = f"{parent_name}.{child_name}" if parent_name else child_name
-            if not isinstance(child, torch.nn.Linear) or full.endswith(skip):
-                continue
-            if child.weight.device.type != "cuda":
-                raise ConfigError(f"4-bit quantization needs the model on a CUDA device, {full} is on {child.weight.device}")
-            layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                      compute_dtype=compute_dtype, device="meta")
-            layer.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False).to(child.weight.device)  # quantizes
-            if child.bias is not None:
-                layer.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
-            setattr(parent, child_name, layer)
-            replaced += 1
+    names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear) and not name.endswith(skip)]
+    for name in names:
+        parent_name, _, child_name = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        child = getattr(parent, child_name)
+        if child.weight.device.type != "cuda":
+            raise ConfigError(f"4-bit quantization needs the model on a CUDA device, {name} is on {child.weight.device}")
+        layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None, compute_dtype=compute_dtype,
+                                  compress_statistics=False, quant_type="fp4", device="meta")
+        layer.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, compress_statistics=False,
+                                         quant_type="fp4").to(child.weight.device)  # .to(cuda) quantizes
+        if child.bias is not None:
+            layer.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+        setattr(parent, child_name, layer)
+        del child, layer
     torch.cuda.empty_cache()
-    return replaced
+    return len(names)
 
 
 def build_tiny_llava(out_dir, seed: int = 0, bias: str = "none") -> Path:

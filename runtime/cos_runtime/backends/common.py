@@ -59,7 +59,15 @@ class SplicedVideoLM:
         return self.model.dtype
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
-        return self.processor.preprocess(frames).to(device=self.device, dtype=self.dtype)
+        return self.pixels_to_model(self.preprocess_host(frames))
+
+    def preprocess_host(self, frames: np.ndarray) -> torch.Tensor:
+        """The CPU half of :meth:`preprocess` (float32 pixel values in host memory): safe in a background thread."""
+        return self.processor.preprocess(frames)
+
+    def pixels_to_model(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The device half of :meth:`preprocess`: host pixel values to the model's device and dtype."""
+        return pixels.to(device=self.device, dtype=self.dtype)
 
     def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.encode_frames(pixel_values, chunk_size=self.encode_chunk_size)
