@@ -7,6 +7,15 @@ flat shape in a saturated colour is drawn on top. The background never contains 
 the needle is the only coloured thing in the video. ``OUT/questions.json`` holds one multiple-choice
 question per video, about the needle's colour or its shape (4 options, one right).
 
+**Distractors** (``distractors=D`` > 0, a task where grounding matters): besides the needle, ``D`` other brief
+shape events appear at other, non-overlapping times, and the question names the needle by one attribute and asks
+for the other — "What shape appears in red?" (no distractor is red) or "What colour is the square that appears?"
+(no distractor is a square). The options hold the distractors' answers first, so a model that averages over all
+frames confuses the needle with them; one that looks at the right frames does not. Each record lists every
+event (``events``: colour, shape, frame range, ``target``); ``needle_start``/``needle_end`` stay the needle's
+(the ground truth for grounding metrics). **Splits** (``split`` = ``train``, ``val`` or ``test``) draw every
+video from a seed stream of its own, so splits never share a video; ``split=None`` keeps the original stream.
+
 Determinism: everything is drawn from ``numpy.random.default_rng(video_seed)`` with
 ``video_seed = SeedSequence([seed, index])``; frames are built with plain float arithmetic (no FFT,
 no threads) and x264 runs single-threaded with macroblock-tree rate control off (it is not
@@ -26,7 +35,7 @@ import numpy as np
 
 from cos.errors import ConfigError
 
-__all__ = ["COLOURS", "SHAPES", "add_parser", "make_needle_videos"]
+__all__ = ["COLOURS", "SHAPES", "SPLITS", "add_parser", "make_needle_videos"]
 
 #: needle colours (saturated RGB); the background stays far from all of them
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -42,7 +51,14 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 
 COLOUR_QUESTION = "What colour is the shape that briefly appears in the video?"
 SHAPE_QUESTION = "What shape briefly appears in the video?"
+#: with distractors: the needle is named by one attribute and the other is asked for
+SHAPE_OF_COLOUR_QUESTION = "What shape briefly appears in {colour} in the video?"
+COLOUR_OF_SHAPE_QUESTION = "What colour is the {shape} that briefly appears in the video?"
 LETTERS = "ABCD"
+#: dataset splits with seed streams of their own
+SPLITS = ("train", "val", "test")
+#: most distractor events per video (each event, the needle included, lasts 5-12 % of the video)
+MAX_DISTRACTORS = 6
 
 # threads=1 alone is not enough for reproducible output: x264's macroblock-tree rate control gave a
 # different bitstream on every run on an AVX-512 machine (same input, same process). mbtree=0 fixes it.
@@ -55,8 +71,9 @@ def _check_int(name: str, value, lo: int, hi: int) -> int:
     return int(value)
 
 
-def _video_seed(seed: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint32)[0])
+def _video_seed(seed: int, index: int, split: str | None = None) -> int:
+    entropy = [seed, index] if split is None else [seed, index, 1 + SPLITS.index(split)]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint32)[0])
 
 
 def _smooth_periodic(rng: np.random.Generator, size: int, cells: int, channels: int) -> np.ndarray:
@@ -92,10 +109,13 @@ def _shape_mask(shape: str, size: int, cy: float, cx: float, r: float) -> np.nda
     raise ValueError(shape)
 
 
-def _plan_video(index: int, seed: int, min_frames: int, max_frames: int, size: int, fps: float) -> dict:
+def _plan_video(index: int, seed: int, min_frames: int, max_frames: int, size: int, fps: float, distractors: int = 0,
+                split: str | None = None) -> dict:
     """Draw everything random about one video; returns its questions.json record plus render params."""
-    vseed = _video_seed(seed, index)
+    vseed = _video_seed(seed, index, split)
     rng = np.random.default_rng(vseed)
+    if distractors:
+        return _plan_with_distractors(rng, vseed, min_frames, max_frames, size, fps, distractors)
     num_frames = int(rng.integers(min_frames, max_frames + 1))
     length = max(1, int(round(num_frames * rng.uniform(0.10, 0.25))))
     start = int(rng.integers(0, num_frames - length + 1))
@@ -117,8 +137,7 @@ def _plan_video(index: int, seed: int, min_frames: int, max_frames: int, size: i
     cx = float(rng.uniform(margin, size - margin))
     render = {
         "rng": rng,  # continues the same stream for the background
-        "colour": COLOURS[colour],
-        "mask": _shape_mask(shape, size, cy, cx, radius),
+        "events": [(start, start + length, COLOURS[colour], _shape_mask(shape, size, cy, cx, radius))],
     }
     record = {
         "id": None,  # filled in by the caller
@@ -140,6 +159,78 @@ def _plan_video(index: int, seed: int, min_frames: int, max_frames: int, size: i
     return {"record": record, "render": render}
 
 
+def _plan_with_distractors(rng: np.random.Generator, vseed: int, min_frames: int, max_frames: int, size: int, fps: float,
+                           distractors: int) -> dict:
+    """The needle plus ``distractors`` events at non-overlapping times; the question names the needle by the attribute no
+    distractor shares and asks for the other one (see the module docstring)."""
+    count = distractors + 1
+    num_frames = int(rng.integers(max(min_frames, 2 * count), max(max_frames, 2 * count) + 1))
+    lengths = [max(1, int(round(num_frames * rng.uniform(0.05, 0.12)))) for _ in range(count)]
+    free = num_frames - sum(lengths)
+    if free < 0:
+        raise ConfigError(f"{count} events do not fit in {num_frames} frames; use fewer distractors or more frames")
+    cuts = np.sort(rng.integers(0, free + 1, size=count))  # the free frames split into count + 1 gaps
+    gaps = np.diff(np.concatenate([[0], cuts]))
+    starts, position = [], 0
+    for gap, length in zip(gaps, lengths):
+        position += int(gap)
+        starts.append(position)
+        position += length
+    target = int(rng.integers(0, count))  # which event is the needle
+    qtype = "shape_of_colour" if rng.random() < 0.5 else "colour_of_shape"
+    colour = str(rng.choice(list(COLOURS)))
+    shape = str(rng.choice(SHAPES))
+    attrs = []
+    for e in range(count):
+        if e == target:
+            attrs.append((colour, shape))
+        elif qtype == "shape_of_colour":  # the colour names the needle: distractors are other colours, preferably other shapes
+            other_shapes = [x for x in SHAPES if x != shape]
+            attrs.append((str(rng.choice([c for c in COLOURS if c != colour])), str(rng.choice(other_shapes))))
+        else:  # the shape names the needle: distractors are other shapes, preferably other colours
+            other_colours = [c for c in COLOURS if c != colour]
+            attrs.append((str(rng.choice(other_colours)), str(rng.choice([x for x in SHAPES if x != shape]))))
+    if qtype == "shape_of_colour":
+        answer_value, pool, asked = shape, list(SHAPES), 1
+        question = SHAPE_OF_COLOUR_QUESTION.format(colour=colour)
+    else:
+        answer_value, pool, asked = colour, list(COLOURS), 0
+        question = COLOUR_OF_SHAPE_QUESTION.format(shape=shape)
+    confusers = list(dict.fromkeys(a[asked] for e, a in enumerate(attrs) if e != target and a[asked] != answer_value))[:3]
+    rest = [v for v in pool if v != answer_value and v not in confusers]
+    fill = [str(v) for v in rng.permutation(rest)[: 3 - len(confusers)]]
+    choices = [answer_value] + confusers + fill
+    choices = [choices[i] for i in rng.permutation(len(choices))]
+    events, masks = [], []
+    for e, ((c, sh), start, length) in enumerate(zip(attrs, starts, lengths)):
+        radius = size * rng.uniform(0.25, 0.32)
+        margin = radius + 1.0
+        cy = float(rng.uniform(margin, size - margin))
+        cx = float(rng.uniform(margin, size - margin))
+        masks.append((start, start + length, COLOURS[c], _shape_mask(sh, size, cy, cx, radius)))
+        events.append({"colour": c, "shape": sh, "start": start, "end": start + length, "target": e == target})
+    record = {
+        "id": None,
+        "video": None,
+        "question": question,
+        "options": [f"{LETTERS[i]}. {c}" for i, c in enumerate(choices)],
+        "answer": LETTERS[choices.index(answer_value)],
+        "question_type": qtype,
+        "needle_colour": colour,
+        "needle_shape": shape,
+        "needle_start": starts[target],
+        "needle_end": starts[target] + lengths[target],
+        "num_frames": num_frames,
+        "fps": float(fps),
+        "width": size,
+        "height": size,
+        "seed": vseed,
+        "distractors": distractors,
+        "events": events,
+    }
+    return {"record": record, "render": {"rng": rng, "events": masks}}
+
+
 def _frames(record: dict, render: dict):
     """Yield the video's RGB uint8 frames one at a time."""
     rng: np.random.Generator = render["rng"]
@@ -156,16 +247,15 @@ def _frames(record: dict, render: dict):
     wave_speed = rng.uniform(0.05, 0.2)
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
     phase0 = (x * np.cos(wave_angle) + y * np.sin(wave_angle)) * wave_freq
-    colour = np.array(render["colour"], dtype=np.uint8)
-    mask = render["mask"]
-    start, end = record["needle_start"], record["needle_end"]
+    events = [(start, end, np.array(colour, dtype=np.uint8), mask) for start, end, colour, mask in render["events"]]
     for t in range(n):
         dy, dx = int(round(vy * t)) % size, int(round(vx * t)) % size
         img = base + 45.0 * np.roll(lum, (dy, dx), axis=(0, 1)) + 14.0 * np.roll(tint, (-dy, dx), axis=(0, 1))
         img += (18.0 * np.sin(phase0 + wave_speed * t))[..., None]
         frame = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-        if start <= t < end:
-            frame[mask] = colour
+        for start, end, colour, mask in events:
+            if start <= t < end:
+                frame[mask] = colour
         yield frame
 
 
@@ -205,12 +295,16 @@ def make_needle_videos(
     size: int = 64,
     fps: float = 8.0,
     progress: bool = True,
+    distractors: int = 0,
+    split: str | None = None,
 ) -> Path:
     """Write ``n`` needle videos to ``out_dir/videos/`` and their questions to ``out_dir/questions.json``.
 
     Returns the path of questions.json. Video paths in the JSON are relative to its folder. Records
     are in id order (``needle_000``, ...); besides the documented fields each carries
-    ``question_type`` ("colour"/"shape"), ``needle_colour`` and ``needle_shape``.
+    ``question_type`` ("colour"/"shape"; with distractors "shape_of_colour"/"colour_of_shape"), ``needle_colour``
+    and ``needle_shape``, and with distractors ``distractors`` and ``events``. ``distractors=0`` and ``split=None``
+    give exactly the files of earlier versions.
     """
     n = _check_int("n", n, 1, 100_000)
     seed = _check_int("seed", seed, 0, 2**63 - 1)
@@ -224,6 +318,9 @@ def make_needle_videos(
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 1.0 <= float(fps) <= 120.0:
         raise ConfigError(f"fps must be a number in [1, 120], got {fps!r}")
     rate = Fraction(float(fps)).limit_denominator(1001)
+    distractors = _check_int("distractors", distractors, 0, MAX_DISTRACTORS)
+    if split is not None and split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)} (or None), got {split!r}")
 
     out = Path(out_dir)
     try:
@@ -235,7 +332,7 @@ def make_needle_videos(
     from tqdm import tqdm
 
     for index in tqdm(range(n), desc="needle videos", unit="video", disable=not progress):
-        plan = _plan_video(index, seed, min_frames, max_frames, size, float(rate))
+        plan = _plan_video(index, seed, min_frames, max_frames, size, float(rate), distractors, split)
         record = plan["record"]
         record["id"] = f"needle_{index:0{width}d}"
         record["video"] = f"videos/{record['id']}.mp4"
@@ -253,7 +350,7 @@ def make_needle_videos(
 def _run(args: argparse.Namespace) -> int:
     json_path = make_needle_videos(
         args.out, args.n, seed=args.seed, min_frames=args.min_frames, max_frames=args.max_frames,
-        size=args.size, fps=args.fps,
+        size=args.size, fps=args.fps, distractors=args.distractors, split=args.split,
     )
     print(f"wrote {args.n} needle video(s) to {json_path.parent / 'videos'}")
     print(f"questions: {json_path}")
@@ -274,5 +371,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=256, metavar="B", help="most frames per video (default 256)")
     p.add_argument("--size", type=int, default=64, metavar="PX", help="frame width = height, even (default 64)")
     p.add_argument("--fps", type=float, default=8.0, metavar="F", help="frame rate (default 8)")
+    p.add_argument("--distractors", type=int, default=0, metavar="D",
+                   help=f"other brief shape events besides the needle (0-{MAX_DISTRACTORS}); the question then names the needle "
+                        "by colour or shape and asks for the other attribute (default 0: the plain needle task)")
+    p.add_argument("--split", choices=SPLITS, default=None, help="draw from this split's own seed stream (default: the original one)")
     p.set_defaults(func=_run)
     return p

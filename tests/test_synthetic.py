@@ -157,3 +157,65 @@ def test_cli_writes_playable_videos(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )
     assert bad.returncode == 1 and "even" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------------------------- distractors, splits
+@pytest.fixture(scope="module")
+def distracted(tmp_path_factory):
+    return make_needle_videos(tmp_path_factory.mktemp("distracted"), n=4, seed=5, min_frames=60, max_frames=90, size=64, fps=8.0,
+                              progress=False, distractors=3, split="test")
+
+
+def test_distractor_questions_name_the_needle_uniquely(distracted):
+    recs = load(distracted)
+    assert {r["question_type"] for r in recs} <= {"shape_of_colour", "colour_of_shape"}
+    for r in recs:
+        events = r["events"]
+        assert r["distractors"] == 3 and len(events) == 4 and sum(e["target"] for e in events) == 1
+        target = next(e for e in events if e["target"])
+        assert (target["colour"], target["shape"], target["start"], target["end"]) == (
+            r["needle_colour"], r["needle_shape"], r["needle_start"], r["needle_end"])
+        spans = sorted((e["start"], e["end"]) for e in events)
+        assert all(0 <= a < b <= r["num_frames"] for a, b in spans)
+        assert all(spans[i][1] <= spans[i + 1][0] for i in range(3))  # never at the same time
+        named, asked = ("colour", "shape") if r["question_type"] == "shape_of_colour" else ("shape", "colour")
+        assert target[named] in r["question"]
+        others = [e for e in events if not e["target"]]
+        assert all(e[named] != target[named] and e[asked] != target[asked] for e in others)
+        values = [o[3:] for o in r["options"]]
+        assert len(set(values)) == 4 and values["ABCD".index(r["answer"])] == target[asked]
+        confusers = {e[asked] for e in others}
+        assert len(confusers & set(values)) == min(3, len(confusers))  # the distractors' answers are among the options
+
+
+def test_every_event_is_visible_only_in_its_range(distracted):
+    for rec in load(distracted):
+        frames = all_frames(distracted, rec).frames.astype(np.int16)
+        for event in rec["events"]:
+            inside = np.zeros(rec["num_frames"], dtype=bool)
+            inside[event["start"] : event["end"]] = True
+            rgb = np.array(COLOURS[event["colour"]], dtype=np.int16)
+            near = (np.abs(frames - rgb).max(axis=-1) <= 40).mean(axis=(1, 2))
+            assert near[inside].min() >= 0.05, (rec["id"], event)
+            shown_elsewhere = np.zeros(rec["num_frames"], dtype=bool)
+            for other in rec["events"]:
+                if other["colour"] == event["colour"]:
+                    shown_elsewhere[other["start"] : other["end"]] = True
+            assert near[~shown_elsewhere].max() <= 0.002, (rec["id"], event)
+
+
+def test_splits_draw_their_own_videos_and_none_keeps_the_original_stream():
+    def seeds(split):
+        return [synthetic._plan_video(i, 0, 64, 256, 32, 8.0, split=split)["record"]["seed"] for i in range(20)]
+
+    train, val, test, original = seeds("train"), seeds("val"), seeds("test"), seeds(None)
+    assert len(set(train) | set(val) | set(test) | set(original)) == 80
+    assert original == [synthetic._video_seed(0, i) for i in range(20)]
+    plain = synthetic._plan_video(7, 0, 64, 256, 32, 8.0)["record"]
+    assert "events" not in plain and plain["question_type"] in ("colour", "shape")  # distractors=0: the original task
+
+
+@pytest.mark.parametrize("kwargs,needle", [(dict(distractors=7), "distractors"), (dict(split="dev"), "split")])
+def test_bad_distractor_arguments(tmp_path, kwargs, needle):
+    with pytest.raises(ConfigError, match=needle):
+        make_needle_videos(tmp_path / "out", n=1, progress=False, **kwargs)
