@@ -365,3 +365,52 @@ def test_report_without_traces_or_results(tmp_path):
     text = out.read_text()
     assert "not found" in text and "/no/such" in text
     assert "✓" in text  # the sample is listed and its 0/1 metric read as correctness
+
+
+# -- paired comparison (cos report --text) ------------------------------------------------------------------
+def test_mcnemar_exact_on_hand_computed_cases():
+    from cos_runtime.report import mcnemar_exact
+
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(10, 0) == mcnemar_exact(0, 10) == 2 * 0.5**10
+    assert mcnemar_exact(3, 5) == pytest.approx(2 * (1 + 8 + 28 + 56) / 256)  # 2 * P(X <= 3), X ~ Bin(8, 1/2)
+    assert mcnemar_exact(4, 4) == 1.0  # capped
+
+
+def test_paired_bootstrap_equals_a_naive_loop_and_constructed_extremes():
+    from cos_runtime.report import paired_difference
+
+    rng = np.random.default_rng(1)
+    a = (rng.random(50) < 0.5).astype(int)
+    b = (rng.random(50) < 0.7).astype(int)
+    got = paired_difference(a, b, resamples=300, seed=7)
+    naive_rng, means = np.random.default_rng(7), []
+    for _ in range(300):  # the same resamples, one question at a time
+        picks = naive_rng.integers(0, 50, 50)
+        means.append(sum(b[i] - a[i] for i in picks) / 50)
+    assert got["difference"] == pytest.approx(b.mean() - a.mean())
+    assert (got["low"], got["high"]) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+    assert got["only_a"] == int(((a == 1) & (b == 0)).sum()) and got["only_b"] == int(((a == 0) & (b == 1)).sum())
+    same = paired_difference(a, a)
+    assert (same["difference"], same["low"], same["high"], same["mcnemar_p"]) == (0.0, 0.0, 0.0, 1.0)
+    flip = paired_difference(np.zeros(12), np.ones(12))
+    assert (flip["difference"], flip["low"], flip["high"]) == (1.0, 1.0, 1.0) and flip["mcnemar_p"] == 2 * 0.5**12
+    with pytest.raises(ValueError, match="equally long"):
+        paired_difference([1, 0], [1])
+
+
+def test_report_text_pairs_cos_with_its_baseline(tmp_path, needle, capsys):
+    from cos_runtime.report import load_runs, paired_rows, report_command
+
+    data_dir, docs = needle
+    write_log_folder(tmp_path / "logs", data_dir, docs)
+    runs, _ = load_runs(tmp_path / "logs")
+    (row,) = paired_rows(runs, resamples=200)
+    # both runs predict letter doc_id % 4 and fail doc 2: the same correctness on every question
+    right = [float("ABCD"[i % 4] == d["answer"]) if i != 2 else 0.0 for i, d in enumerate(docs)]
+    assert (row["task"], row["cos"], row["baseline"], row["n"]) == ("cos_needle", "cos_longva", "longva", len(docs))
+    assert row["acc_a"] == row["acc_b"] == pytest.approx(sum(right) / len(docs))
+    assert (row["difference"], row["only_a"], row["only_b"], row["mcnemar_p"]) == (0.0, 0, 0, 1.0)
+    report_command(argparse.Namespace(log_dir=str(tmp_path / "logs"), text=True))
+    out = capsys.readouterr().out
+    assert "paired cos_needle: cos_longva" in out and "McNemar exact p = 1" in out

@@ -736,6 +736,67 @@ def summary_rows(runs: list[Run]) -> list[dict]:
     return rows
 
 
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for ``b`` pairs right only under A and ``c`` right only under B:
+    ``min(1, 2 · P(X ≤ min(b, c)))`` with ``X ~ Binomial(b + c, 1/2)`` (1.0 when no pair disagrees).
+
+    >>> mcnemar_exact(10, 0)
+    0.001953125
+    """
+    n = int(b) + int(c)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2.0 * tail)
+
+
+def paired_difference(a, b, resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Accuracy of B minus accuracy of A over the same questions (``a[i]``, ``b[i]`` ∈ {0, 1}): the difference, its
+    ``level`` percentile interval from a paired bootstrap (``resamples`` resamples of the questions, drawn with
+    ``numpy.random.default_rng(seed)``), and the exact McNemar test of the discordant pairs."""
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or not a.size:
+        raise ValueError(f"a and b must be equally long, non-empty 0/1 vectors, got {a.shape} and {b.shape}")
+    diff = b - a
+    rng = np.random.default_rng(seed)
+    means = np.array([diff[rng.integers(0, diff.size, diff.size)].mean() for _ in range(resamples)])
+    lo, hi = np.percentile(means, [50 * (1 - level), 100 - 50 * (1 - level)])
+    only_a, only_b = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+    return {"n": int(a.size), "acc_a": float(a.mean()), "acc_b": float(b.mean()), "difference": float(diff.mean()),
+            "low": float(lo), "high": float(hi), "level": level, "only_a": only_a, "only_b": only_b,
+            "mcnemar_p": mcnemar_exact(only_a, only_b)}
+
+
+def paired_rows(runs: list[Run], resamples: int = 2000) -> list[dict]:
+    """Every CoS run against every baseline run on the same task, over the documents both answered with a known
+    correctness (failed samples count as wrong, as lmms-eval scores their empty prediction)."""
+    rows = []
+    for cos_run in (r for r in runs if r.expected_method == "cos"):
+        for base in (r for r in runs if r.expected_method == "uniform"):
+            for task in sorted(set(cos_run.samples) & set(base.samples)):
+                def right(run, task=task):
+                    metrics = [k.split(",")[0] for k in (run.results.get(task) or {}) if "stderr" not in k]
+                    return {s.doc_id: c for s in run.samples[task] if (c := correctness(s, metrics)) is not None}
+
+                a, b = right(base), right(cos_run)
+                docs = sorted(set(a) & set(b))
+                if not docs:
+                    continue
+                stats = paired_difference([a[d] for d in docs], [b[d] for d in docs], resamples=resamples)
+                rows.append({"task": task, "baseline": base.model, "cos": cos_run.model, **stats})
+    return rows
+
+
+def format_paired(rows: list[dict]) -> str:
+    return "\n".join(
+        f"paired {r['task']}: {r['cos']} {r['acc_b']:.3f} vs {r['baseline']} {r['acc_a']:.3f} over {r['n']} questions: "
+        f"difference {r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] ({100 * r['level']:.0f}% paired bootstrap), "
+        f"right only with CoS {r['only_b']}, only without {r['only_a']}, McNemar exact p = {r['mcnemar_p']:.3g}"
+        for r in rows)
+
+
 def format_summary(rows: list[dict]) -> str:
     """The rows of :func:`summary_rows` as a fixed-width table."""
     def fmt(x, spec=".3f"):
@@ -752,6 +813,9 @@ def report_command(args) -> int:
     if args.text:
         runs, notes = load_runs(args.log_dir)
         print(format_summary(summary_rows(runs)))
+        paired = paired_rows(runs)
+        if paired:
+            print(format_paired(paired))
         for path in sorted({str(r.results_path) for r in runs}):
             print(f"results: {path}")
         return 0
