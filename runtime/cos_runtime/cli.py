@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "show": ("cos.viz", "draw a trace as a shot strip (frames, relevance, positive/negative videos)"),
     "report": ("cos_runtime.report", "HTML report (or --text table) of an lmms-eval output folder with traces"),
     "make-needle-videos": ("cos.synthetic", "write synthetic needle-in-a-haystack videos + questions"),
+    "select": ("cos.selection", "a frame-selection rule (AKS, BOLT, Q-Frame, uniform) on precomputed scores, as JSON"),
     "make-tiny-llava": ("cos_runtime.tiny_llava", "write a random LLaVA scorer checkpoint"),
     "env": ("cos.env", "print versions for bug reports"),
 }
