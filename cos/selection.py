@@ -16,15 +16,18 @@ Q-Frame ``xiaomi-research/q-frame@1b08494``).
   segment judged by the top-``n`` of the whole budget and a depth-``d`` leaf keeps ``int(n / 2**d)`` — with the
   defaults it often keeps fewer than ``n`` (none for small ``n``), and the result says so.
 * ``bolt`` — inverse transform sampling: min–max normalise, raise to ``power`` (``-1``: none), use as a density, and
-  draw at the quantiles ``linspace(1/n, 1 − 1/n, n)``. ``duplicates="replace"`` (default: ``n`` distinct frames): a
+  draw at the quantiles ``linspace(1/n, 1 − 1/n, n)`` (as released: for ``n = 1`` that is the quantile 1, the last
+  candidate scored above the minimum). ``duplicates="replace"`` (default: ``n`` distinct frames): a
   quantile that lands on a candidate already taken moves to the nearest free one (later first on ties);
   ``"keep"``: the release's repeats.
 * ``qframe`` — query-aware ranking: ``softmax(s / tau)`` plus Gumbel noise (``noise="on"``, drawn from
-  ``numpy.random.default_rng(seed)``; the release's noise is unseeded) or none (``noise="off"``), ranked by a stable
-  sort; the top ``n`` in temporal order. With ``high``/``mid``/``low`` the ranking's first ``high``, next ``mid`` and
+  ``numpy.random.default_rng(seed)``; the release's noise is unseeded torch noise on the GPU, which no option can
+  replay) or none (``noise="off"``), ranked by a stable sort; the top ``n`` in temporal order. With
+  ``high``/``mid``/``low`` the ranking's first ``high``, next ``mid`` and
   next ``low`` candidates are also reported as the release's resolution groups (½, ¼, ⅛ of the side); for bases with a
   fixed input resolution (LongVA, LLaVA-Video, Video-XL) only the ranking applies.
 
+Flat scores, where the releases divide by zero: AKS treats them as all zeros, BOLT as a uniform density.
 Every rule returns a :class:`Selection`: the candidate indices (``selected``, in the order the rule states them:
 sorted for AKS and Q-Frame, non-decreasing for BOLT), how many were asked for, and a ``note`` whenever it returns
 fewer or repeats any.
@@ -170,6 +173,8 @@ def select_bolt(scores, n: int, power: float = 3.0, duplicates: str = "replace")
     s, n = _scores(scores), _count(n)
     if duplicates not in ("replace", "keep"):
         raise ConfigError(f"duplicates must be 'replace' or 'keep', got {duplicates!r}")
+    if not (math.isfinite(power) and (power == -1 or power >= 0)):
+        raise ConfigError(f"power must be -1 (none) or a finite number >= 0, got {power!r}")
     params = {"power": float(power), "duplicates": duplicates}
     p = _minmax(s)
     if power != -1:
@@ -213,7 +218,7 @@ def select_qframe(scores, n: int, tau: float = 0.8, noise: str = "on", seed: int
         raise ConfigError(f"noise must be 'on' or 'off', got {noise!r}")
     if not tau > 0:
         raise ConfigError(f"tau must be positive, got {tau!r}")
-    for name, value in (("high", high), ("mid", mid), ("low", low)):
+    for name, value in (("seed", seed), ("high", high), ("mid", mid), ("low", low)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
     logits = s / float(tau)
@@ -233,9 +238,20 @@ def select_qframe(scores, n: int, tau: float = 0.8, noise: str = "on", seed: int
 
 
 # -- one entry ---------------------------------------------------------------------------------------------
-_PARAMS = {"uniform": {}, "aks": {"t1": float, "t2": float, "all_depth": int, "budget": str},
+def _integer(value) -> int:
+    """An integer parameter: an int, or text / a float holding a whole number (``2.7`` is refused, not truncated)."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, (float, np.floating)):
+        if not float(value).is_integer():
+            raise ValueError(value)
+        return int(value)
+    return int(value)
+
+
+_PARAMS = {"uniform": {}, "aks": {"t1": float, "t2": float, "all_depth": _integer, "budget": str},
            "bolt": {"power": float, "duplicates": str},
-           "qframe": {"tau": float, "noise": str, "seed": int, "high": int, "mid": int, "low": int}}
+           "qframe": {"tau": float, "noise": str, "seed": _integer, "high": _integer, "mid": _integer, "low": _integer}}
 
 
 def select(method: str, scores, n: int, **params) -> Selection:
@@ -250,7 +266,8 @@ def select(method: str, scores, n: int, **params) -> Selection:
         try:
             values[name] = _PARAMS[method][name](value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{method} parameter {name}={value!r}: expected {_PARAMS[method][name].__name__}") from None
+            kind = {float: "a number", str: "text", _integer: "an integer"}[_PARAMS[method][name]]
+            raise ConfigError(f"{method} parameter {name}={value!r}: expected {kind}") from None
     if method == "uniform":
         return select_uniform(len(_scores(scores)), n)
     return {"aks": select_aks, "bolt": select_bolt, "qframe": select_qframe}[method](scores, n, **values)

@@ -10,8 +10,9 @@ question per video, about the needle's colour or its shape (4 options, one right
 **Distractors** (``distractors=D`` > 0, a task where grounding matters): besides the needle, ``D`` other brief
 shape events appear at other, non-overlapping times, and the question names the needle by one attribute and asks
 for the other — "What shape appears in red?" (no distractor is red) or "What colour is the square that appears?"
-(no distractor is a square). The options hold the distractors' answers first, so a model that averages over all
-frames confuses the needle with them; one that looks at the right frames does not. Each record lists every
+(no distractor is a square); the asked attribute is drawn freely for distractors (it may equal the needle's). The
+options hold up to three of the distractors' other answers, so a model that averages over all frames confuses the
+needle with them; one that looks at the right frames does not. A video has at least ``2 (D + 1)`` frames. Each record lists every
 event (``events``: colour, shape, frame range, ``target``); ``needle_start``/``needle_end`` stay the needle's
 (the ground truth for grounding metrics). **Splits** (``split`` = ``train``, ``val`` or ``test``) draw every
 video from a seed stream of its own, so splits never share a video; ``split=None`` keeps the original stream.
@@ -164,7 +165,7 @@ def _plan_with_distractors(rng: np.random.Generator, vseed: int, min_frames: int
     """The needle plus ``distractors`` events at non-overlapping times; the question names the needle by the attribute no
     distractor shares and asks for the other one (see the module docstring)."""
     count = distractors + 1
-    num_frames = int(rng.integers(max(min_frames, 2 * count), max(max_frames, 2 * count) + 1))
+    num_frames = int(rng.integers(max(min_frames, 2 * count), max_frames + 1))  # make_needle_videos checked 2 * count <= max
     lengths = [max(1, int(round(num_frames * rng.uniform(0.05, 0.12)))) for _ in range(count)]
     free = num_frames - sum(lengths)
     if free < 0:
@@ -182,14 +183,14 @@ def _plan_with_distractors(rng: np.random.Generator, vseed: int, min_frames: int
     shape = str(rng.choice(SHAPES))
     attrs = []
     for e in range(count):
+        # a distractor never shares the attribute that names the needle; the asked attribute is drawn freely (it may
+        # equal the needle's), so "the option that appears only once" is no shortcut around the question
         if e == target:
             attrs.append((colour, shape))
-        elif qtype == "shape_of_colour":  # the colour names the needle: distractors are other colours, preferably other shapes
-            other_shapes = [x for x in SHAPES if x != shape]
-            attrs.append((str(rng.choice([c for c in COLOURS if c != colour])), str(rng.choice(other_shapes))))
-        else:  # the shape names the needle: distractors are other shapes, preferably other colours
-            other_colours = [c for c in COLOURS if c != colour]
-            attrs.append((str(rng.choice(other_colours)), str(rng.choice([x for x in SHAPES if x != shape]))))
+        elif qtype == "shape_of_colour":  # the colour names the needle
+            attrs.append((str(rng.choice([c for c in COLOURS if c != colour])), str(rng.choice(SHAPES))))
+        else:  # the shape names the needle
+            attrs.append((str(rng.choice(list(COLOURS))), str(rng.choice([x for x in SHAPES if x != shape]))))
     if qtype == "shape_of_colour":
         answer_value, pool, asked = shape, list(SHAPES), 1
         question = SHAPE_OF_COLOUR_QUESTION.format(colour=colour)
@@ -319,6 +320,9 @@ def make_needle_videos(
         raise ConfigError(f"fps must be a number in [1, 120], got {fps!r}")
     rate = Fraction(float(fps)).limit_denominator(1001)
     distractors = _check_int("distractors", distractors, 0, MAX_DISTRACTORS)
+    if distractors and max_frames < 2 * (distractors + 1):
+        raise ConfigError(f"max_frames ({max_frames}) must be at least {2 * (distractors + 1)} for {distractors} distractors "
+                          "(every event needs frames of its own)")
     if split is not None and split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)} (or None), got {split!r}")
 

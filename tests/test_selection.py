@@ -106,8 +106,14 @@ def test_select_reads_parameters_by_their_original_names_and_refuses_the_rest():
     assert select("uniform", SCORES, 3).selected == [0, 3, 7]
     with pytest.raises(ConfigError, match=r"unknown parameter\(s\) \['tau'\] for aks"):
         select("aks", SCORES, 2, tau=1)
-    with pytest.raises(ConfigError, match="power='x': expected float"):
+    with pytest.raises(ConfigError, match="power='x': expected a number"):
         select("bolt", SCORES, 2, power="x")
+    with pytest.raises(ConfigError, match="all_depth=2.7: expected an integer"):
+        select("aks", SCORES, 2, all_depth=2.7)
+    with pytest.raises(ConfigError, match="power must be -1"):
+        select("bolt", SCORES, 2, power=-2)
+    with pytest.raises(ConfigError, match="seed must be a non-negative integer"):
+        select("qframe", SCORES, 2, seed=-1)
     with pytest.raises(ConfigError, match="selector must be one of"):
         select("topk", SCORES, 2)
     with pytest.raises(ConfigError, match="budget must be one of"):

@@ -181,11 +181,11 @@ def test_distractor_questions_name_the_needle_uniquely(distracted):
         named, asked = ("colour", "shape") if r["question_type"] == "shape_of_colour" else ("shape", "colour")
         assert target[named] in r["question"]
         others = [e for e in events if not e["target"]]
-        assert all(e[named] != target[named] and e[asked] != target[asked] for e in others)
+        assert all(e[named] != target[named] for e in others)  # the question names the needle uniquely
         values = [o[3:] for o in r["options"]]
         assert len(set(values)) == 4 and values["ABCD".index(r["answer"])] == target[asked]
-        confusers = {e[asked] for e in others}
-        assert len(confusers & set(values)) == min(3, len(confusers))  # the distractors' answers are among the options
+        confusers = {e[asked] for e in others} - {target[asked]}
+        assert len(confusers & set(values)) == min(3, len(confusers))  # the distractors' other answers are among the options
 
 
 def test_every_event_is_visible_only_in_its_range(distracted):
@@ -215,7 +215,18 @@ def test_splits_draw_their_own_videos_and_none_keeps_the_original_stream():
     assert "events" not in plain and plain["question_type"] in ("colour", "shape")  # distractors=0: the original task
 
 
-@pytest.mark.parametrize("kwargs,needle", [(dict(distractors=7), "distractors"), (dict(split="dev"), "split")])
+def test_distractors_share_the_asked_attribute_sometimes_so_a_unique_option_is_no_shortcut():
+    plans = [synthetic._plan_video(i, 0, 64, 128, 32, 8.0, distractors=3)["record"] for i in range(200)]
+    shared = 0
+    for r in plans:
+        asked = "shape" if r["question_type"] == "shape_of_colour" else "colour"
+        target = next(e for e in r["events"] if e["target"])
+        shared += any(e[asked] == target[asked] for e in r["events"] if not e["target"])
+    assert 0 < shared < len(plans)
+
+
+@pytest.mark.parametrize("kwargs,needle", [(dict(distractors=7), "distractors"), (dict(split="dev"), "split"),
+                                           (dict(distractors=6, min_frames=8, max_frames=13), "at least 14")])
 def test_bad_distractor_arguments(tmp_path, kwargs, needle):
     with pytest.raises(ConfigError, match=needle):
         make_needle_videos(tmp_path / "out", n=1, progress=False, **kwargs)
