@@ -30,15 +30,9 @@ from pathlib import Path
 
 def prepare(work: Path, backend: str, size: str, videos: int, frames: int, side: int) -> tuple[Path, Path, Path]:
     from cos.synthetic import make_needle_videos
-    from cos_runtime import registry
-    from cos_runtime.tiny_llava import build_tiny_llava
+    from cos_runtime.bench import bench_checkpoints
 
-    ckpt = work / f"{size}-{backend}"
-    if not (ckpt / "config.json").exists():
-        registry.load_module(registry.get(backend)).make_test_checkpoint(ckpt, size=size, seed=0)
-    scorer = work / "tiny-llava"
-    if not (scorer / "config.json").exists():
-        build_tiny_llava(scorer, seed=0)
+    ckpt, scorer = bench_checkpoints(work, backend, size)
     data = work / f"needle-{videos}x{side}"
     if not (data / "questions.json").exists():
         make_needle_videos(data, videos, seed=0, min_frames=max(frames, 64), max_frames=2 * max(frames, 64), size=side, progress=False)

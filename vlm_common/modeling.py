@@ -102,10 +102,7 @@ class SplicedCausalLM:
                 f"checkpoint {ckpt_dir} lacks key {self.layout.module_to_checkpoint_key(missing[0])!r}"
                 + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
             )
-        self.load_state_dict(state, strict=False, assign=True)  # buffers are not in checkpoints
-        still_meta = [n for n, p in self.named_parameters() if p.device.type == "meta"]
-        if still_meta:
-            raise CheckpointError(f"parameter {still_meta[0]!r} was not loaded")
+        self._assign(state, "loaded")
 
     def init_random_weights(self, device: torch.device, dtype: torch.dtype, seed: int = 0) -> None:
         """Draw every parameter at random, directly on ``device`` in ``dtype`` (no checkpoint, no float32 copy):
@@ -128,10 +125,14 @@ class SplicedCausalLM:
                 fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
                 tensor.normal_(0.0, 0.02 if embedding else fan_in ** -0.5, generator=gen)
             state[key] = tensor
-        self.load_state_dict(state, strict=False, assign=True)
+        self._assign(state, "initialised")
+
+    def _assign(self, state: dict[str, torch.Tensor], done: str) -> None:
+        """Make ``state``'s tensors the module's parameters (no copy); every parameter must leave the meta device."""
+        self.load_state_dict(state, strict=False, assign=True)  # buffers are not in checkpoints
         still_meta = [n for n, p in self.named_parameters() if p.device.type == "meta"]
         if still_meta:
-            raise CheckpointError(f"parameter {still_meta[0]!r} was not initialised")
+            raise CheckpointError(f"parameter {still_meta[0]!r} was not {done}")
 
     def _unexpected_key_message(self, ckpt_key: str, key: str) -> str:
         return f"unexpected checkpoint key {ckpt_key!r} (maps to {key!r}, which the model lacks)"

@@ -184,17 +184,24 @@ def _crop_batch(cache, batch: int):
 
 
 # -- driver ----------------------------------------------------------------------------------------
-def _prepare(args) -> tuple[Path, Path, Path, dict]:
-    work = Path(args.workdir)  # built once, reused (and carried as is to a GPU machine)
-    size = args.size
-    ckpt = work / f"{size}-{args.backend}"  # full: config + tokenizer only; the weights are drawn on the device
+def bench_checkpoints(work: Path, backend: str, size: str) -> tuple[Path, Path]:
+    """The backend's random test checkpoint of ``size`` (``full``: config + tokenizer only, the weights are drawn on
+    the device) and the tiny LLaVA scorer, under ``work``; built once, then reused."""
+    ckpt = work / f"{size}-{backend}"
     if not (ckpt / "config.json").exists():
-        registry.load_module(registry.get(args.backend)).make_test_checkpoint(ckpt, size=size, seed=0)
+        registry.load_module(registry.get(backend)).make_test_checkpoint(ckpt, size=size, seed=0)
     scorer = work / "tiny-llava"
     if not (scorer / "config.json").exists():
         from cos_runtime.tiny_llava import build_tiny_llava
 
         build_tiny_llava(scorer, seed=0)
+    return ckpt, scorer
+
+
+def _prepare(args) -> tuple[Path, Path, Path, dict]:
+    work = Path(args.workdir)  # built once, reused (and carried as is to a GPU machine)
+    size = args.size
+    ckpt, scorer = bench_checkpoints(work, args.backend, size)
     vids = work / ("needle-smoke" if size == "tiny" else "needle")
     if not (vids / "questions.json").exists():
         from cos.synthetic import make_needle_videos

@@ -93,44 +93,34 @@ def build_processor(image_size: int = IMAGE_SIZE):
     )
 
 
+def llava_config(tokenizer, image_size: int, vision: dict, text: dict):
+    """A ``LlavaConfig`` as LLaVA-1.5's (CLIP tower, patch 14, layer −2 features without CLS, GELU projector, untied
+    Llama LM) with the given widths and depths, wired to ``tokenizer``'s special ids and ``<image>`` token."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    return LlavaConfig(
+        vision_config=CLIPVisionConfig(image_size=image_size, patch_size=PATCH_SIZE, **vision),
+        text_config=LlamaConfig(**text, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False),
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+    )
+
+
 def build_model(processor, seed: int = 0, bias: str = "none"):
     """A randomly initialised tiny ``LlavaForConditionalGeneration`` matching ``processor``'s tokenizer."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration
 
     if bias not in BIAS_CHOICES:
         raise ConfigError(f"bias must be one of {BIAS_CHOICES}, got {bias!r}")
     tok = processor.tokenizer
-    vision = CLIPVisionConfig(
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        projection_dim=32,
-    )
-    text = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        initializer_range=0.2,
-        mlp_bias=bias != "none",
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        projector_hidden_act="gelu",
+    config = llava_config(
+        tok, IMAGE_SIZE,
+        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, projection_dim=32),
+        text=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=2048, initializer_range=0.2, mlp_bias=bias != "none"),
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval().to(torch.float32)
@@ -165,21 +155,13 @@ def build_full_llava_scorer(device, dtype: torch.dtype = torch.float16, seed: in
     32 064-row vocabulary), the image side 336 px. ``load_in_4bit``: the linear layers (all but ``lm_head``, as
     transformers' bitsandbytes loader does) quantized to 4-bit by bitsandbytes, computing in ``dtype``; CUDA only.
     ``vision`` / ``text``: other widths and depths (tests build the same thing small)."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration
 
     from cos.scoring import LlavaScorer
 
     processor = build_processor(FULL_IMAGE_SIZE)
     tok = processor.tokenizer
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(image_size=FULL_IMAGE_SIZE, patch_size=PATCH_SIZE, **(vision or FULL_VISION)),
-        text_config=LlamaConfig(**(text or FULL_TEXT), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                pad_token_id=tok.pad_token_id, tie_word_embeddings=False),
-        image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        projector_hidden_act="gelu",
-    )
+    config = llava_config(tok, FULL_IMAGE_SIZE, vision or FULL_VISION, text or FULL_TEXT)
     torch.manual_seed(seed)
     with torch.device(device):
         model = LlavaForConditionalGeneration._from_config(config, dtype=dtype).eval()
