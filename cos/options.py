@@ -6,7 +6,7 @@ whose fields are declared with :func:`option`. From that one declaration:
 
 * :func:`validate` reads and checks values given as strings, numbers or booleans (lmms-eval's
   ``model_args``, YAML, the command line) and raises :class:`~cos.errors.ConfigError` naming the option,
-  the value and what is allowed (``scorer='clip': expected one of ['llava', 'self', 'uniform']``);
+  the value and what is allowed (``scorer='clip': expected one of ['llava', 'self', 'uniform', 'oracle']``);
 * :func:`parse` builds several groups from one flat mapping (``--model_args k=v,...``) and names the
   unknown keys together with every valid one;
 * :func:`add_arguments` generates ``argparse`` flags (``--shot-size``, plus declared aliases);
@@ -27,17 +27,20 @@ from typing import Any
 
 from cos.errors import ConfigError
 
-__all__ = ["add_arguments", "as_bool", "choice", "dataclass_fields", "identity", "number", "option", "parse", "positive_int",
-           "validate", "values_from_args"]
+__all__ = ["add_arguments", "as_bool", "choice", "dataclass_fields", "identity", "number", "option", "optional_path", "parse",
+           "positive_int", "validate", "values_from_args"]
 
 _META = "cos_option"
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str = "", read: Callable[[str, Any], Any] | None = None,
-           flags: tuple[str, ...] = (), identity: bool = True, cli: bool = True, default_factory: Any = dataclasses.MISSING) -> Any:
+           flags: tuple[str, ...] = (), identity: bool | str = True, cli: bool = True, default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field with a reader (``read(name, value) -> value``, raising ConfigError), a help text,
-    extra command-line ``flags``, whether it belongs to the answer's ``identity`` and whether ``cos run``
-    offers it (``cli``)."""
+    extra command-line ``flags``, whether it belongs to the answer's ``identity`` (True, False, or ``"set"``:
+    only when its value is not the default — a new option that leaves the identities of existing
+    configurations, and so their cache keys, unchanged) and whether ``cos run`` offers it (``cli``)."""
+    if identity not in (True, False, "set"):
+        raise ValueError(f"identity must be True, False or 'set', got {identity!r}")
     meta = {_META: {"help": help, "read": read, "flags": tuple(flags), "identity": identity, "cli": cli}}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
@@ -130,6 +133,13 @@ def optional_str(name: str, value: Any) -> str | None:
     return None if text.lower() in ("", "none", "null") else text
 
 
+def optional_path(name: str, value: Any) -> str | None:
+    """A file or folder path made absolute (not checked here: its user says what it must hold), or None
+    (``none``/``null``/empty)."""
+    text = optional_str(name, value)
+    return None if text is None else os.path.abspath(os.path.expanduser(text))
+
+
 def cache_dir(name: str, value: Any) -> str | None:
     """``auto`` (kept; resolved against the trace folder later), a folder (made absolute), or off
     (``none``/``off``/``false``/``0``/``no``/empty)."""
@@ -172,13 +182,17 @@ def parse(groups: Mapping[str, type], kwargs: Mapping[str, Any], what: str = "mo
 
 
 def identity(obj) -> dict:
-    """The fields of ``obj`` that change an answer (``identity=True``), as plain values; an existing local
-    path (a checkpoint folder) is made absolute, so the same checkpoint named two ways is one identity."""
+    """The fields of ``obj`` that change an answer (``identity=True``, or ``"set"`` and not the default), as
+    plain values; an existing local path (a checkpoint folder) is made absolute, so the same checkpoint
+    named two ways is one identity."""
     out = {}
     for f in dataclass_fields(obj):
-        if not _meta(f)["identity"]:
+        kind = _meta(f)["identity"]
+        if not kind:
             continue
         value = getattr(obj, f.name)
+        if kind == "set" and f.default is not dataclasses.MISSING and value == f.default:
+            continue
         if isinstance(value, str) and os.path.isdir(value):
             value = os.path.abspath(value)
         out[f.name] = value

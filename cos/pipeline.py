@@ -219,9 +219,12 @@ class CoSPipeline:
         return float(facts.repetition_penalty) if facts is not None else 1.0
 
     # -- the method's steps -------------------------------------------------------------------------
-    def ground(self, frames: np.ndarray, question: str, timer: StageTimer, score_cache_key: str | None = None) -> Grounding:
+    def ground(self, frames: np.ndarray, question: str, timer: StageTimer, score_cache_key: str | None = None,
+               video: VideoInfo | None = None) -> Grounding:
         """Shots → mosaics → the scorer's yes/no per mosaic → the binary code (Eq. 4–5). With a score
-        cache hit no mosaic is built and the scorer does not run."""
+        cache hit no mosaic is built and the scorer does not run. The scorer gets the mosaics, the
+        question, ``video`` (which file and source frames, or None) and the shot groups
+        (:meth:`cos.scoring.ShotScorer.score_shots`)."""
         if self.scorer is None:
             raise ConfigError("method 'cos' needs a scorer")
         cfg, n = self.config, frames.shape[0]
@@ -232,7 +235,7 @@ class CoSPipeline:
             with timer("mosaics"):
                 mosaics, groups = make_mosaics(frames, cfg.shot_size, cfg.leftover)
             with timer("score"):
-                scores = self.scorer.score(mosaics, question)
+                scores = self.scorer.score_shots(mosaics, question, video, groups)
             if cached:
                 self.score_cache.put(score_cache_key, scores)
         else:
@@ -340,8 +343,9 @@ class CoSPipeline:
         ``self.score_cache`` (any object with ``get(key) -> ShotScores | None`` and ``put(key, scores)``;
         the scorer's identity is the cache's business), so re-running with another α or decoding option
         does not re-score. ``video`` tells models whose prompt states frame times when the frames were
-        taken. ``pixels``: ``model.preprocess(frames)`` when it was computed ahead (prefetching); the
-        answer is the same. Returns the answer text and the trace (:class:`~cos.trace.CoSTrace`).
+        taken, and the scorer which video and source frames it scores (the oracle needs it). ``pixels``:
+        ``model.preprocess(frames)`` when it was computed ahead (prefetching); the answer is the same.
+        Returns the answer text and the trace (:class:`~cos.trace.CoSTrace`).
         """
         if method not in METHODS:
             raise ConfigError(f"method must be one of {list(METHODS)}, got {method!r}")
@@ -358,7 +362,8 @@ class CoSPipeline:
 
         grounding = comp = None
         if method == "cos":
-            grounding = self.ground(frames, scorer_question if scorer_question is not None else question, timer, score_cache_key)
+            grounding = self.ground(frames, scorer_question if scorer_question is not None else question, timer, score_cache_key,
+                                    video=video)
             comp = self.compose(grounding.code, timer)
 
         how = None

@@ -59,13 +59,16 @@ class ModelFacts:
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """Where the sampled frames come from: source indices, frame rate (0 when unknown), duration in seconds."""
+    """Where the sampled frames come from: source indices, frame rate (0 when unknown), duration in seconds,
+    and the video itself (``source``: the visual's path as the caller gave it; None for images in memory).
+    Ground-truth scorers (:class:`cos.scoring.OracleScorer`) find the video's annotation by ``source``."""
 
     frame_indices: tuple[int, ...]
     fps: float = 0.0
     duration: float = 0.0
     total_frames: int = 0
     times: tuple[float, ...] | None = None  #: seconds per sampled frame when the sampling rule states them
+    source: str | None = None  #: the video's path as given to the runtime (None: no file, e.g. a list of images)
 
     @property
     def frame_times(self) -> tuple[float, ...] | None:
@@ -82,7 +85,8 @@ class VideoInfo:
         idx = [int(j) if int(j) >= 0 else i for i, j in enumerate(index_map)]
         times = self.frame_times
         return VideoInfo(frame_indices=tuple(self.frame_indices[j] for j in idx), fps=self.fps, duration=self.duration,
-                         total_frames=self.total_frames, times=None if times is None else tuple(times[j] for j in idx))
+                         total_frames=self.total_frames, times=None if times is None else tuple(times[j] for j in idx),
+                         source=self.source)
 
 
 @runtime_checkable

@@ -14,28 +14,38 @@ where ``<question>`` is the whole task prompt (no keyword extraction). Two modes
   …), likewise ``P(no)``; for LLaVA-1.5's Llama tokenizer that is ``▁Yes``/``▁yes``/``yes``/… .
 
 Scorers: :class:`LlavaScorer` (the paper's LLaVA-1.5-13B), :class:`SelfScorer` (the base video model
-through :class:`cos.protocol.VideoLM`), :class:`UniformScorer` (nothing relevant). :func:`get_scorer`
+through :class:`cos.protocol.VideoLM`), :class:`UniformScorer` (nothing relevant), :class:`OracleScorer`
+(the synthetic needle task's ground truth, never the pixels: the method's ceiling). :func:`get_scorer`
 builds each distinct configuration once per process (the release rebuilt the 13B scorer per sample —
 defect 4).
+
+The pipeline calls :meth:`ShotScorer.score_shots` with the mosaics, the question, the video
+(:class:`cos.protocol.VideoInfo`: which file, which source frames) and the shot groups; scorers that look
+at pixels only implement :meth:`ShotScorer.score`.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import numbers
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from cos.errors import ConfigError
-from cos.options import as_bool, choice, number, option, positive_int, validate
+from cos.options import as_bool, choice, number, option, optional_path, positive_int, validate
 
-SCORER_NAMES = ("llava", "self", "uniform")
+if TYPE_CHECKING:
+    from cos.protocol import VideoInfo
+
+SCORER_NAMES = ("llava", "self", "uniform", "oracle")
 MODES = ("generate", "logits")
 DEFAULT_LLAVA = "llava-hf/llava-1.5-13b-hf"
 GENERATE_TOKENS = 5
@@ -87,13 +97,25 @@ class ShotScores:
 
 
 class ShotScorer(ABC):
-    """Scores mosaics against a question: ``score(M_1..M_m, Q) -> ShotScores``."""
+    """Scores mosaics against a question: ``score(M_1..M_m, Q) -> ShotScores``.
+
+    :class:`cos.pipeline.CoSPipeline` calls :meth:`score_shots`, which also passes where the mosaics come
+    from; its default ignores that and calls :meth:`score`. A scorer that needs the video (the oracle)
+    overrides :meth:`score_shots`."""
 
     name: str = "abstract"
 
     @abstractmethod
     def score(self, mosaics: list, question: str) -> ShotScores:
         """Score every mosaic ``M_j`` for ``Q`` (Eq. 4): ``(s_j, d_j)`` per mosaic."""
+
+    def score_shots(self, mosaics: list, question: str, video: VideoInfo | None = None,
+                    groups: list | None = None) -> ShotScores:
+        """Score every mosaic, knowing the video: ``video`` (a :class:`cos.protocol.VideoInfo`, or None)
+        says which file and which source frames were sampled, ``groups[j]`` holds the positions (into the
+        sampled frames) of mosaic ``j``'s frames, so ``video.frame_indices[p]`` is a source frame number.
+        Default: :meth:`score`, for scorers that look at the pixels only."""
+        return self.score(mosaics, question)
 
 
 class UniformScorer(ShotScorer):
@@ -109,6 +131,148 @@ class UniformScorer(ShotScorer):
         """``s_j = 0``, ``d_j = 0`` for every mosaic."""
         m = len(mosaics)
         return ShotScores(np.zeros(m), np.zeros(m, dtype=np.int64), [""] * m)
+
+
+# ------------------------------------------------------------------------------------------------ oracle
+#: The fields every record of the oracle's ground truth needs (``cos make-needle-videos OUT``'s OUT/questions.json).
+TRUTH_FIELDS = ("video", "needle_start", "needle_end", "num_frames")
+NO_TRUTH = ("scorer=oracle needs scorer_truth=<questions.json>: the ground truth written by `cos make-needle-videos OUT` "
+            "(OUT/questions.json; on the command line --scorer-truth)")
+
+
+@dataclass(frozen=True)
+class NeedleTruth:
+    """One video's ground truth: the needle shows on source frames ``needle_start <= i < needle_end``."""
+
+    video: str  #: the video's absolute path (the record's path resolved against the truth file's folder)
+    needle_start: int
+    needle_end: int
+    num_frames: int
+
+
+def _truth_error(path: str, what: str) -> ConfigError:
+    return ConfigError(f"scorer_truth={path!r}: {what}; expected the questions.json written by `cos make-needle-videos OUT` "
+                       f"(a list of records with {', '.join(TRUTH_FIELDS)})")
+
+
+def load_needle_truth(path: str | os.PathLike) -> list[NeedleTruth]:
+    """The records of a needle task's ground truth (``OUT/questions.json``), each video path resolved
+    against the file's folder. Raises :class:`ConfigError` for a missing or unreadable file, a file that
+    is not a non-empty JSON list, a record without one of :data:`TRUTH_FIELDS` or with a bad value, and
+    one video given two different needle ranges."""
+    path = os.path.abspath(os.fspath(path))
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as err:
+        raise _truth_error(path, f"cannot read it ({err.strerror or err})") from None
+    except ValueError as err:
+        raise _truth_error(path, f"not valid JSON ({err})") from None
+    if not isinstance(data, list) or not data:
+        raise _truth_error(path, f"holds {'an empty list' if data == [] else type(data).__name__}, not a list of records")
+    folder = os.path.dirname(path)
+    out: list[NeedleTruth] = []
+    seen: dict[str, NeedleTruth] = {}
+    for i, rec in enumerate(data):
+        label = f"record {i}" + (f" ({rec['id']!r})" if isinstance(rec, dict) and "id" in rec else "")
+        if not isinstance(rec, dict):
+            raise _truth_error(path, f"{label} is a {type(rec).__name__}, not an object")
+        missing = [k for k in TRUTH_FIELDS if k not in rec]
+        if missing:
+            raise _truth_error(path, f"{label} lacks {', '.join(missing)}")
+        video = rec["video"]
+        if not isinstance(video, str) or not video.strip():
+            raise _truth_error(path, f"{label} has video={video!r}, not a path")
+        nums = {k: rec[k] for k in TRUTH_FIELDS[1:]}
+        if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in nums.values()):
+            raise _truth_error(path, f"{label} has non-integer frame numbers {nums}")
+        start, end, total = (int(nums[k]) for k in TRUTH_FIELDS[1:])
+        if not (0 <= start <= end <= total):
+            raise _truth_error(path, f"{label} needs 0 <= needle_start <= needle_end <= num_frames, got {nums}")
+        truth = NeedleTruth(os.path.realpath(os.path.join(folder, os.path.expanduser(video))), start, end, total)
+        known = seen.get(truth.video)
+        if known is not None and known != truth:
+            raise _truth_error(path, f"video {video!r} has two different needles ({known} and {truth})")
+        seen[truth.video] = truth
+        out.append(truth)
+    return out
+
+
+def oracle_decisions(frame_indices, groups: list, needle_start: int, needle_end: int) -> np.ndarray:
+    """``d_j = 1`` iff some frame of group ``j`` shows the needle: ``needle_start <= frame_indices[p] <
+    needle_end`` for a position ``p`` in ``groups[j]`` (``frame_indices``: source frame per sampled frame)."""
+    idx = np.asarray(frame_indices, dtype=np.int64).reshape(-1)
+    out = np.zeros(len(groups), dtype=np.int64)
+    for j, group in enumerate(groups):
+        pos = np.asarray(group, dtype=np.int64).reshape(-1)
+        if pos.size and (pos.min() < 0 or pos.max() >= idx.size):
+            raise ValueError(f"shot group {j} holds positions {pos.tolist()} outside the {idx.size} sampled frames")
+        src = idx[pos]
+        out[j] = int(((src >= needle_start) & (src < needle_end)).any())
+    return out
+
+
+class OracleScorer(ShotScorer):
+    """The ground truth as the scorer (the method's ceiling on the synthetic needle task): mosaic ``j`` is
+    relevant (``s_j = d_j = 1``) exactly when one of its frames shows the needle, read from the truth
+    file written by ``cos make-needle-videos OUT`` (``OUT/questions.json``), never from pixels.
+
+    The video is found by its path (:attr:`cos.protocol.VideoInfo.source`) resolved to an absolute path,
+    else by its file name when exactly one record has that name. Responses are ``""``.
+
+    Args:
+        truth: the ground-truth JSON (required; ``scorer_truth=`` in ``model_args``, ``--scorer-truth``).
+    """
+
+    name = "oracle"
+    constructions = 0
+
+    def __init__(self, truth: str | os.PathLike | None = None):
+        if truth is None:
+            raise ConfigError(NO_TRUTH)
+        self.truth = os.path.abspath(os.fspath(truth))
+        records = load_needle_truth(self.truth)
+        self._by_path = {r.video: r for r in records}
+        self._by_name: dict[str, list[NeedleTruth]] = {}
+        for r in self._by_path.values():
+            self._by_name.setdefault(os.path.basename(r.video), []).append(r)
+        OracleScorer.constructions += 1
+
+    def lookup(self, source: str | os.PathLike) -> NeedleTruth:
+        """The record of the video at ``source`` (absolute path first, then a unique file name)."""
+        path = os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(source))))
+        found = self._by_path.get(path)
+        if found is not None:
+            return found
+        same_name = self._by_name.get(os.path.basename(path), [])
+        if len(same_name) == 1:
+            return same_name[0]
+        if same_name:
+            raise ConfigError(f"oracle scorer: video {os.fspath(source)!r} is not in scorer_truth={self.truth!r} by path, and its file "
+                              f"name matches {len(same_name)} records ({', '.join(r.video for r in same_name)})")
+        raise ConfigError(f"oracle scorer: video {os.fspath(source)!r} (resolved: {path!r}) is not in scorer_truth={self.truth!r} "
+                          f"({len(self._by_path)} videos, none at that path or with that file name)")
+
+    def score(self, mosaics: list, question: str) -> ShotScores:
+        """Refused: the oracle decides from the video's ground truth, which mosaics alone do not carry."""
+        raise ConfigError("the oracle scorer decides from the video's ground truth, not from the mosaics: call "
+                          "score_shots(mosaics, question, video, groups) (CoSPipeline does)")
+
+    def score_shots(self, mosaics: list, question: str, video: VideoInfo | None = None,
+                    groups: list | None = None) -> ShotScores:
+        """``d_j = 1`` iff some frame of ``groups[j]`` has ``needle_start <= video.frame_indices[p] <
+        needle_end``; ``s_j = d_j``. Raises :class:`ConfigError` when the video or its path is unknown."""
+        if video is None or not getattr(video, "source", None):
+            raise ConfigError(f"the oracle scorer needs the video's path to find its ground truth in scorer_truth={self.truth!r}, "
+                              "but none was given (a video file, not a list of images)")
+        if groups is None:
+            raise ConfigError("the oracle scorer needs the shot groups (positions of each mosaic's frames) to score")
+        if len(groups) != len(mosaics):
+            raise ValueError(f"{len(mosaics)} mosaics but {len(groups)} shot groups")
+        truth = self.lookup(video.source)
+        d = oracle_decisions(video.frame_indices, groups, truth.needle_start, truth.needle_end)
+        return ShotScores(d.astype(np.float64), d, [""] * len(d))
+
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -375,8 +539,9 @@ def _key_part(value: Any):
 
 
 def get_scorer(name: str, **kwargs) -> ShotScorer:
-    """The scorer ``name`` ∈ {"llava", "self", "uniform"} built with ``kwargs``, constructed once per
-    process per distinct ``(name, kwargs)`` and reused (the release rebuilt it per sample — defect 4)."""
+    """The scorer ``name`` ∈ :data:`SCORER_NAMES` built with ``kwargs``, constructed once per process per
+    distinct ``(name, kwargs)`` and reused (the release rebuilt it per sample — defect 4). The oracle's
+    key also holds its truth file's size and modification time, so a rewritten file is read again."""
     if name not in SCORER_NAMES:
         raise ConfigError(f"scorer must be one of {SCORER_NAMES}, got {name!r}")
     if "mode" in kwargs:
@@ -384,9 +549,13 @@ def get_scorer(name: str, **kwargs) -> ShotScorer:
     if "threshold" in kwargs:
         _check_threshold(kwargs["threshold"])
     key = (name, tuple(sorted((k, _key_part(v)) for k, v in kwargs.items())))
+    if name == "oracle" and kwargs.get("truth") is not None:
+        from cos.cache import file_identity
+
+        key += (tuple(sorted(file_identity(kwargs["truth"]).items())),)
     scorer = _CACHE.get(key)
     if scorer is None:
-        cls = {"llava": LlavaScorer, "self": SelfScorer, "uniform": UniformScorer}[name]
+        cls = {"llava": LlavaScorer, "self": SelfScorer, "uniform": UniformScorer, "oracle": OracleScorer}[name]
         params = inspect.signature(cls.__init__).parameters
         valid = [p for p in params if p != "self"]
         unknown = sorted(set(kwargs) - set(valid))
@@ -406,20 +575,29 @@ class ScorerConfig:
     the CoS models; names as in ``model_args``)."""
 
     scorer: str = option("llava", read=choice(SCORER_NAMES),
-                         help="llava (the paper), self (the base model scores its own shots), uniform (nothing relevant: the baseline)")
+                         help="llava (the paper), self (the base model scores its own shots), uniform (nothing relevant: the baseline), "
+                              "oracle (the needle's ground truth from scorer_truth: the method's ceiling)")
     scorer_pretrained: str = option(DEFAULT_LLAVA, flags=("--scorer-model",), help="LLaVA-1.5 checkpoint of the llava scorer")
     scorer_load_in_4bit: bool = option(False, read=as_bool, flags=("--scorer-4bit",), help="load the llava scorer in 4 bit (GPU + bitsandbytes)")
     scorer_batch_size: int = option(16, read=positive_int, identity=False, help="mosaics per scorer forward")
     score_mode: str = option("generate", read=choice(MODES), help="generate (release: 'yes' in 5 greedy tokens) or logits (P(yes) >= threshold)")
     score_threshold: float = option(0.5, read=number(0.0, 1.0), flags=("--threshold",), help="P(yes) threshold in logits mode")
+    #: ``identity="set"``: configurations without it keep the result-cache keys they had before it existed
+    scorer_truth: str | None = option(None, read=optional_path, identity="set",
+                                      help="the oracle scorer's ground truth: OUT/questions.json of `cos make-needle-videos OUT`")
 
     def __post_init__(self):
         validate(self)
+        if self.scorer == "oracle" and self.scorer_truth is None:
+            raise ConfigError(NO_TRUTH)
 
     def build(self, model=None, device=None) -> ShotScorer:
-        """The scorer (cached per process, see :func:`get_scorer`); ``model`` is the base model for ``self``."""
+        """The scorer (cached per process, see :func:`get_scorer`); ``model`` is the base model for ``self``;
+        ``scorer_truth`` is read by ``oracle`` only."""
         if self.scorer == "uniform":
             return get_scorer("uniform")
+        if self.scorer == "oracle":
+            return get_scorer("oracle", truth=self.scorer_truth)
         if self.scorer == "self":
             return get_scorer("self", model=model, mode=self.score_mode, threshold=self.score_threshold)
         return get_scorer("llava", pretrained=self.scorer_pretrained, mode=self.score_mode, threshold=self.score_threshold,

@@ -43,7 +43,7 @@ class CoSTrace:
     duration: float | None = None  #: seconds
     num_frames: int = 0  #: frames sampled (n)
     # -- grounding (CoS only; None for the baseline)
-    scorer: str | None = None  #: scorer name ("llava", "self", "uniform", ...)
+    scorer: str | None = None  #: scorer name ("llava", "self", "uniform", "oracle", ...)
     shot_size: int | None = None  #: frames per mosaic (k)
     shot_groups: list[list[int]] | None = None  #: the sampled frames in each mosaic
     shot_scores: list[float] | None = None  #: per mosaic, in [0, 1]

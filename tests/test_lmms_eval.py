@@ -73,7 +73,8 @@ def test_seed_style_model_args_are_accepted(tiny_longva_dir):
     "args, message",
     [
         ("frames=8", "unknown model_args ['frames']"),
-        ("scorer=clip", "scorer='clip': expected one of ['llava', 'self', 'uniform']"),
+        ("scorer=clip", "scorer='clip': expected one of ['llava', 'self', 'uniform', 'oracle']"),
+        ("scorer=oracle", "scorer=oracle needs scorer_truth=<questions.json>"),
         ("score_mode=sample", "expected one of ['generate', 'logits']"),
         ("alpha=-1", "alpha=-1"),
         ("shot_size=0", "shot_size=0"),

@@ -73,12 +73,16 @@ class Engine:
     # -- identities and checks -----------------------------------------------------------------
     def scorer_identity(self) -> dict | None:
         """What determines the scorer's output besides its input (the score cache's scorer part): its
-        checkpoint, decision rule, and the numbers it computes with (the dtype actually loaded, 4-bit)."""
+        checkpoint, decision rule, and the numbers it computes with (the dtype actually loaded, 4-bit); for
+        the oracle, its truth file (path, size, mtime)."""
         if self.method != "cos":
             return None
         o = self.opts.scorer
         ident = opt.identity(o)  # the scorer, its checkpoint, 4-bit, decision rule (not its batch size)
-        if o.scorer == "llava":
+        ident.pop("scorer_truth", None)  # read by the oracle only (below, with its content's identity)
+        if o.scorer == "oracle":  # its decisions are the truth file's: a rewritten file is a new identity
+            ident.update(scorer_truth=file_identity(o.scorer_truth))
+        elif o.scorer == "llava":
             ident["dtype"] = str(getattr(self.pipeline.scorer, "dtype", None))
         elif o.scorer == "self":
             ident.update(backend=self.spec.name, model=opt.identity(self.opts.backend), dtype=str(self.dtype))
@@ -178,7 +182,7 @@ class Engine:
         times = info.get("frame_times")
         video = VideoInfo(frame_indices=tuple(info["frame_indices"]), fps=float(info.get("fps") or 0.0),
                           duration=float(info.get("duration") or 0.0), total_frames=int(info["total_frames"]),
-                          times=None if times is None else tuple(times))
+                          times=None if times is None else tuple(times), source=info.get("video"))
         result = self.pipeline.answer(frames, question, method=self.method, gen=gen, timer=timer, score_cache_key=key, video=video,
                                       pixels=pixels)
         result.trace.update(backend=self.spec.name, prefetched=prepared is not None, **info)
