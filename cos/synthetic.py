@@ -36,7 +36,7 @@ import numpy as np
 
 from cos.errors import ConfigError
 
-__all__ = ["COLOURS", "SHAPES", "SPLITS", "add_parser", "make_needle_videos"]
+__all__ = ["COLOURS", "MARKS", "QUESTION_KINDS", "SHAPES", "SPLITS", "add_parser", "make_needle_videos"]
 
 #: needle colours (saturated RGB); the background stays far from all of them
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -55,6 +55,18 @@ SHAPE_QUESTION = "What shape briefly appears in the video?"
 #: with distractors: the needle is named by one attribute and the other is asked for
 SHAPE_OF_COLOUR_QUESTION = "What shape briefly appears in {colour} in the video?"
 COLOUR_OF_SHAPE_QUESTION = "What colour is the {shape} that briefly appears in the video?"
+#: mark questions (``question="mark"``): every shape carries a small square mark at its centre; the needle is named by
+#: its colour and the colour of its mark is asked for
+MARK_QUESTION = "What colour is the mark inside the {colour} shape?"
+#: mark colours, in the fixed order of the mark questions' options (A-D)
+MARKS: dict[str, tuple[int, int, int]] = {
+    "white": (245, 245, 245),
+    "black": (20, 20, 20),
+    "orange": (255, 150, 0),
+    "pink": (255, 175, 205),
+}
+#: what the questions ask: ``attribute`` (colour or shape, options shuffled) or ``mark`` (the mark's colour, fixed options)
+QUESTION_KINDS = ("attribute", "mark")
 LETTERS = "ABCD"
 #: dataset splits with seed streams of their own
 SPLITS = ("train", "val", "test")
@@ -111,12 +123,12 @@ def _shape_mask(shape: str, size: int, cy: float, cx: float, r: float) -> np.nda
 
 
 def _plan_video(index: int, seed: int, min_frames: int, max_frames: int, size: int, fps: float, distractors: int = 0,
-                split: str | None = None) -> dict:
+                split: str | None = None, question: str = "attribute") -> dict:
     """Draw everything random about one video; returns its questions.json record plus render params."""
     vseed = _video_seed(seed, index, split)
     rng = np.random.default_rng(vseed)
-    if distractors:
-        return _plan_with_distractors(rng, vseed, min_frames, max_frames, size, fps, distractors)
+    if distractors or question == "mark":
+        return _plan_with_distractors(rng, vseed, min_frames, max_frames, size, fps, distractors, question)
     num_frames = int(rng.integers(min_frames, max_frames + 1))
     length = max(1, int(round(num_frames * rng.uniform(0.10, 0.25))))
     start = int(rng.integers(0, num_frames - length + 1))
@@ -161,9 +173,10 @@ def _plan_video(index: int, seed: int, min_frames: int, max_frames: int, size: i
 
 
 def _plan_with_distractors(rng: np.random.Generator, vseed: int, min_frames: int, max_frames: int, size: int, fps: float,
-                           distractors: int) -> dict:
+                           distractors: int, question: str = "attribute") -> dict:
     """The needle plus ``distractors`` events at non-overlapping times; the question names the needle by the attribute no
-    distractor shares and asks for the other one (see the module docstring)."""
+    distractor shares and asks for the other one, or (``question="mark"``) names it by colour and asks for the colour
+    of its mark (see the module docstring)."""
     count = distractors + 1
     num_frames = int(rng.integers(max(min_frames, 2 * count), max_frames + 1))  # make_needle_videos checked 2 * count <= max
     lengths = [max(1, int(round(num_frames * rng.uniform(0.05, 0.12)))) for _ in range(count)]
@@ -178,6 +191,8 @@ def _plan_with_distractors(rng: np.random.Generator, vseed: int, min_frames: int
         starts.append(position)
         position += length
     target = int(rng.integers(0, count))  # which event is the needle
+    if question == "mark":
+        return _mark_plan(rng, vseed, num_frames, starts, lengths, target, size, fps, distractors)
     qtype = "shape_of_colour" if rng.random() < 0.5 else "colour_of_shape"
     colour = str(rng.choice(list(COLOURS)))
     shape = str(rng.choice(SHAPES))
@@ -232,8 +247,53 @@ def _plan_with_distractors(rng: np.random.Generator, vseed: int, min_frames: int
     return {"record": record, "render": {"rng": rng, "events": masks}}
 
 
-def _frames(record: dict, render: dict):
-    """Yield the video's RGB uint8 frames one at a time."""
+def _mark_plan(rng: np.random.Generator, vseed: int, num_frames: int, starts: list[int], lengths: list[int], target: int,
+               size: int, fps: float, distractors: int) -> dict:
+    """Mark questions: every event is a shape with a square mark (side r, clipped to the shape) at its centre; distractors never
+    have the needle's colour, their marks are drawn freely (they may share the needle's); the options are the four
+    mark colours in :data:`MARKS` order."""
+    colour = str(rng.choice(list(COLOURS)))
+    events, masks = [], []
+    for e, (start, length) in enumerate(zip(starts, lengths)):
+        c = colour if e == target else str(rng.choice([x for x in COLOURS if x != colour]))
+        shape = str(rng.choice(SHAPES))
+        mark = str(rng.choice(list(MARKS)))
+        radius = size * rng.uniform(0.25, 0.32)
+        margin = radius + 1.0
+        cy = float(rng.uniform(margin, size - margin))
+        cx = float(rng.uniform(margin, size - margin))
+        body = _shape_mask(shape, size, cy, cx, radius)
+        dot = _shape_mask("square", size, cy, cx, 0.5 * radius / 0.85) & body  # side r, clipped to the shape
+        masks.append((start, start + length, COLOURS[c], body & ~dot))
+        masks.append((start, start + length, MARKS[mark], dot))
+        events.append({"colour": c, "shape": shape, "mark": mark, "start": start, "end": start + length, "target": e == target})
+    needle = events[target]
+    record = {
+        "id": None,
+        "video": None,
+        "question": MARK_QUESTION.format(colour=colour),
+        "options": [f"{LETTERS[i]}. {m}" for i, m in enumerate(MARKS)],
+        "answer": LETTERS[list(MARKS).index(needle["mark"])],
+        "question_type": "mark_of_colour",
+        "needle_colour": colour,
+        "needle_shape": needle["shape"],
+        "needle_mark": needle["mark"],
+        "needle_start": starts[target],
+        "needle_end": starts[target] + lengths[target],
+        "num_frames": num_frames,
+        "fps": float(fps),
+        "width": size,
+        "height": size,
+        "seed": vseed,
+        "distractors": distractors,
+        "events": events,
+    }
+    return {"record": record, "render": {"rng": rng, "events": masks}}
+
+
+def _frames(record: dict, render: dict, indices=None):
+    """Yield the video's RGB uint8 frames one at a time; only those at ``indices`` (ascending source frame numbers,
+    repeats allowed) when given — the same pixels as the full video's frames there."""
     rng: np.random.Generator = render["rng"]
     size, n = record["width"], record["num_frames"]
     base = rng.uniform(85.0, 165.0)
@@ -249,7 +309,7 @@ def _frames(record: dict, render: dict):
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
     phase0 = (x * np.cos(wave_angle) + y * np.sin(wave_angle)) * wave_freq
     events = [(start, end, np.array(colour, dtype=np.uint8), mask) for start, end, colour, mask in render["events"]]
-    for t in range(n):
+    for t in (range(n) if indices is None else indices):
         dy, dx = int(round(vy * t)) % size, int(round(vx * t)) % size
         img = base + 45.0 * np.roll(lum, (dy, dx), axis=(0, 1)) + 14.0 * np.roll(tint, (-dy, dx), axis=(0, 1))
         img += (18.0 * np.sin(phase0 + wave_speed * t))[..., None]
@@ -298,6 +358,7 @@ def make_needle_videos(
     progress: bool = True,
     distractors: int = 0,
     split: str | None = None,
+    question: str = "attribute",
 ) -> Path:
     """Write ``n`` needle videos to ``out_dir/videos/`` and their questions to ``out_dir/questions.json``.
 
@@ -323,6 +384,8 @@ def make_needle_videos(
     if distractors and max_frames < 2 * (distractors + 1):
         raise ConfigError(f"max_frames ({max_frames}) must be at least {2 * (distractors + 1)} for {distractors} distractors "
                           "(every event needs frames of its own)")
+    if question not in QUESTION_KINDS:
+        raise ConfigError(f"question must be one of {', '.join(QUESTION_KINDS)}, got {question!r}")
     if split is not None and split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)} (or None), got {split!r}")
 
@@ -336,7 +399,7 @@ def make_needle_videos(
     from tqdm import tqdm
 
     for index in tqdm(range(n), desc="needle videos", unit="video", disable=not progress):
-        plan = _plan_video(index, seed, min_frames, max_frames, size, float(rate), distractors, split)
+        plan = _plan_video(index, seed, min_frames, max_frames, size, float(rate), distractors, split, question)
         record = plan["record"]
         record["id"] = f"needle_{index:0{width}d}"
         record["video"] = f"videos/{record['id']}.mp4"
@@ -355,6 +418,7 @@ def _run(args: argparse.Namespace) -> int:
     json_path = make_needle_videos(
         args.out, args.n, seed=args.seed, min_frames=args.min_frames, max_frames=args.max_frames,
         size=args.size, fps=args.fps, distractors=args.distractors, split=args.split,
+        question=args.question,
     )
     print(f"wrote {args.n} needle video(s) to {json_path.parent / 'videos'}")
     print(f"questions: {json_path}")
@@ -378,6 +442,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--distractors", type=int, default=0, metavar="D",
                    help=f"other brief shape events besides the needle (0-{MAX_DISTRACTORS}); the question then names the needle "
                         "by colour or shape and asks for the other attribute (default 0: the plain needle task)")
+    p.add_argument("--question", choices=QUESTION_KINDS, default="attribute",
+                   help="attribute: ask for the needle's colour or shape (options shuffled); mark: every shape carries a "
+                        "small coloured mark, the needle is named by its colour and its mark's colour is asked for "
+                        "(options: the four mark colours in a fixed order)")
     p.add_argument("--split", choices=SPLITS, default=None, help="draw from this split's own seed stream (default: the original one)")
     p.set_defaults(func=_run)
     return p

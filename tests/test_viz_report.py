@@ -414,3 +414,33 @@ def test_report_text_pairs_cos_with_its_baseline(tmp_path, needle, capsys):
     report_command(argparse.Namespace(log_dir=str(tmp_path / "logs"), text=True))
     out = capsys.readouterr().out
     assert "paired cos_needle: cos_longva" in out and "McNemar exact p = 1" in out
+
+
+def test_report_summary_names_runs_by_scorer_and_gives_grounding_precision(tmp_path, needle):
+    """``summary_rows``: a CoS run is named with its scorer; recall and precision are the means of a naive count over
+    each CoS sample's trace (sampled needle frames marked relevant / sampled needle frames; marked frames inside the
+    needle / marked frames)."""
+    from cos_runtime.report import format_summary, load_runs, summary_rows
+
+    data_dir, docs = needle
+    write_log_folder(tmp_path / "logs", data_dir, docs)
+    runs, _ = load_runs(tmp_path / "logs")
+    rows = {r["name"]: r for r in summary_rows(runs)}
+    assert set(rows) == {"cos_longva:llava", "longva"}
+    recalls, precisions = [], []
+    for path in sorted((tmp_path / "logs" / "traces" / "cos_longva" / "cos_needle").glob("*.json")):
+        t = json.loads(path.read_text())
+        if t["answer"] == "STALE":
+            continue
+        doc = docs[t["doc_id"]]
+        inside = [doc["needle_start"] <= f < doc["needle_end"] for f in t["frame_indices"]]
+        marked = [bool(c) for c in t["binary_code"]]
+        if any(inside):
+            recalls.append(sum(m and i for m, i in zip(marked, inside)) / sum(inside))
+        if any(marked):
+            precisions.append(sum(m and i for m, i in zip(marked, inside)) / sum(marked))
+    assert rows["cos_longva:llava"]["grounding"] == pytest.approx(sum(recalls) / len(recalls))
+    assert rows["cos_longva:llava"]["precision"] == pytest.approx(sum(precisions) / len(precisions))
+    assert rows["longva"]["grounding"] is None and rows["longva"]["precision"] is None
+    text = format_summary(list(rows.values()))
+    assert "cos_longva:llava" in text and "precision" in text.splitlines()[0]

@@ -106,6 +106,13 @@ class Run:
     def expected_method(self) -> str | None:
         return expected_method(self.model)
 
+    @property
+    def name(self) -> str:
+        """The model, and for a CoS run its scorer (``cos_longva:oracle``): runs of one model told apart in tables."""
+        if self.expected_method != "cos":
+            return self.model
+        return f"{self.model}:{self.model_args.get('scorer') or 'llava'}"
+
     def all_samples(self) -> list[Sample]:
         return [s for task in self.samples for s in self.samples[task]]
 
@@ -718,7 +725,8 @@ def _build(log_dir, out_path, strips, video_root, max_strips, strip_thumb) -> tu
 # -- command line ----------------------------------------------------------------------------------
 def summary_rows(runs: list[Run]) -> list[dict]:
     """One row per (run, task): samples, the task's headline metric, grounding (mean recall over the
-    samples whose needle was sampled; None without codes or needles), median seconds per sample, failed."""
+    samples whose needle was sampled, mean precision over the samples with a relevant frame; None without codes or
+    needles), median seconds per sample, failed."""
     rows = []
     for r in runs:
         for task in sorted(r.results):
@@ -726,12 +734,14 @@ def summary_rows(runs: list[Run]) -> list[dict]:
                 continue
             samples = r.samples.get(task, [])
             metrics = [(k, v) for k, v in r.results[task].items() if k.endswith(",none") and "stderr" not in k and _num(v) is not None]
-            recalls = [g["recall"] for s in samples if (g := grounding(s)) is not None and g["recall"] is not None]
+            found = [g for s in samples if (g := grounding(s)) is not None]
+            recalls = [g["recall"] for g in found if g["recall"] is not None]
+            precisions = [g["precision"] for g in found if g["precision"] is not None]
             times = [t for s in samples if (t := _total_time(s.trace)) is not None]
             eff = (r.n_samples.get(task) or {}).get("effective")
-            rows.append({"model": r.model, "task": task, "n": eff if eff is not None else len(samples),
+            rows.append({"model": r.model, "name": r.name, "task": task, "n": eff if eff is not None else len(samples),
                          "metric": metrics[0][0].split(",")[0] if metrics else None, "value": _num(metrics[0][1]) if metrics else None,
-                         "grounding": _mean(recalls), "seconds": _median(times),
+                         "grounding": _mean(recalls), "precision": _mean(precisions), "seconds": _median(times),
                          "failed": sum(1 for e in r.errors if str(e.get("task")) == task)})
     return rows
 
@@ -785,13 +795,15 @@ def paired_rows(runs: list[Run], resamples: int = 2000) -> list[dict]:
                 if not docs:
                     continue
                 stats = paired_difference([a[d] for d in docs], [b[d] for d in docs], resamples=resamples)
-                rows.append({"task": task, "baseline": base.model, "cos": cos_run.model, **stats})
+                rows.append({"task": task, "baseline": base.model, "cos": cos_run.model, "baseline_name": base.name,
+                             "cos_name": cos_run.name, **stats})
     return rows
 
 
 def format_paired(rows: list[dict]) -> str:
     return "\n".join(
-        f"paired {r['task']}: {r['cos']} {r['acc_b']:.3f} vs {r['baseline']} {r['acc_a']:.3f} over {r['n']} questions: "
+        f"paired {r['task']}: {r.get('cos_name', r['cos'])} {r['acc_b']:.3f} vs {r.get('baseline_name', r['baseline'])} {r['acc_a']:.3f} "
+        f"over {r['n']} questions: "
         f"difference {r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] ({100 * r['level']:.0f}% paired bootstrap), "
         f"right only with CoS {r['only_b']}, only without {r['only_a']}, McNemar exact p = {r['mcnemar_p']:.3g}"
         for r in rows)
@@ -802,10 +814,12 @@ def format_summary(rows: list[dict]) -> str:
     def fmt(x, spec=".3f"):
         return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
-    lines = [f"{'model':14s} {'task':24s} {'n':>4s} {'metric':>16s} {'value':>8s} {'grounding':>10s} {'s/sample':>9s} {'failed':>6s}"]
+    lines = [f"{'run':20s} {'task':16s} {'n':>4s} {'metric':>12s} {'value':>6s} {'recall':>7s} {'precision':>9s} {'s/sample':>9s} "
+             f"{'failed':>6s}"]
     for row in rows:
-        lines.append(f"{row['model']:14s} {row['task']:24s} {row['n']!s:>4s} {str(row['metric'] or '-'):>16s} {fmt(row['value']):>8s} "
-                     f"{fmt(row['grounding']):>10s} {fmt(row['seconds'], '.2f'):>9s} {row['failed']:>6d}")
+        lines.append(f"{row.get('name', row['model']):20s} {row['task']:16s} {row['n']!s:>4s} {str(row['metric'] or '-'):>12s} "
+                     f"{fmt(row['value']):>6s} {fmt(row['grounding']):>7s} {fmt(row.get('precision')):>9s} "
+                     f"{fmt(row['seconds'], '.2f'):>9s} {row['failed']:>6d}")
     return "\n".join(lines)
 
 
