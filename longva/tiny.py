@@ -8,7 +8,7 @@ released key names and an index, and a Qwen2 byte-level BPE tokenizer with ``<|e
 151643-151645). ``vocab_size`` is rounded up beyond ``len(tokenizer)`` so loading exercises the shrink.
 
 Two additions the released checkpoint lacks: a ``vision_config`` dict in ``config.json`` (the tower is
-not ViT-L/14-336) and, for ``tiny`` only, a ``preprocessor_config.json`` (frame side 112). ``small``
+not ViT-L/14-336) and, for ``tiny`` and ``demo``, a ``preprocessor_config.json`` (frame side 112 / 64). ``small``
 keeps 336 px and has no preprocessor file, like the release, so it exercises the default path.
 
 =========  ==================================  =============================  ===============
@@ -16,7 +16,10 @@ size       vision (hidden/layers/heads, px)    LM (hidden/layers/heads/kv)    to
 =========  ==================================  =============================  ===============
 tiny       32 / 3 / 2, 112 px, patch 14        64 / 2 / 4 / 2                 8x8 -> 16
 small      64 / 3 / 2, 336 px, patch 14        256 / 4 / 4 / 2                24x24 -> 144
+demo       64 / 4 / 4, 64 px, patch 8          128 / 4 / 4 / 2                8x8 -> 16
 =========  ==================================  =============================  ===============
+
+``demo`` is the starting point of ``cos train-tiny`` (trainable on a CPU, frames at the needle videos' 64 px).
 
 The same seed gives identical tensors and identical files. The tokenizer is trained by a small
 deterministic BPE written here (highest pair count, ties by the pair's text) on a fixed English text in
@@ -53,6 +56,14 @@ SIZES: dict[str, dict[str, Any]] = {
                  "num_key_value_heads": 2, "rope_theta": 1000000000.0},
         "merges": 300,
     },
+    # trainable on a CPU (``cos train-tiny``): 64 px frames (the needle videos' own size), patch 8, 16 tokens per frame
+    "demo": {
+        "vision": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+                   "image_size": 64, "patch_size": 8},
+        "text": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+                 "num_key_value_heads": 2, "rope_theta": 10000.0},
+        "merges": 600,
+    },
     # LongVA-7B's shapes (Qwen2-7B LM, CLIP ViT-L/14-336 tower), for `cos bench --size full`: the directory holds
     # config.json, generation_config.json and the test tokenizer but no weights; the loader draws them on the
     # device (``from_pretrained(..., random_weights=seed)``)
@@ -87,10 +98,10 @@ Is the shot relevant to the question? yes. Is this frame relevant? no. relevant 
 
 
 # ------------------------------------------------------------------------------------- tokenizer
-def write_tiny_tokenizer(out_dir: str | os.PathLike, n_merges: int = 300, model_max_length: int = 32768) -> int:
+def write_tiny_tokenizer(out_dir: str | os.PathLike, n_merges: int = 300, model_max_length: int = 32768, corpus: str = "") -> int:
     """The shared offline Qwen2-style tokenizer (:func:`vlm_common.tiny_tokenizer.write_tiny_tokenizer`) on this
-    package's corpus; returns ``len(tokenizer)``."""
-    return _write_tokenizer(out_dir, _CORPUS, n_merges=n_merges, model_max_length=model_max_length)
+    package's corpus plus ``corpus`` (e.g. the words of the task a model is trained for); returns ``len(tokenizer)``."""
+    return _write_tokenizer(out_dir, _CORPUS + corpus, n_merges=n_merges, model_max_length=model_max_length)
 
 
 # ------------------------------------------------------------------------------------- checkpoint
@@ -179,14 +190,16 @@ def _init_tensor(key: str, shape: tuple[int, ...], gen: torch.Generator) -> torc
     return noise / math.sqrt(fan_in)
 
 
-def build_tiny_longva(out_dir: str | os.PathLike, seed: int = 0, size: str = "tiny") -> Path:
-    """Write a random LongVA checkpoint (+ tokenizer) to ``out_dir``; see the module docstring."""
+def build_tiny_longva(out_dir: str | os.PathLike, seed: int = 0, size: str = "tiny", corpus: str = "") -> Path:
+    """Write a random LongVA checkpoint (+ tokenizer) to ``out_dir``; see the module docstring. ``corpus``: extra
+    tokenizer training text (the words of a task, so that its prompts are short)."""
     from longva.modeling import LongVAForCausalLM
 
-    return write_tiny_checkpoint(out_dir, LongVAForCausalLM, tiny_config_dict, seed=seed, size=size)
+    return write_tiny_checkpoint(out_dir, LongVAForCausalLM, tiny_config_dict, seed=seed, size=size, corpus=corpus)
 
 
-def write_tiny_checkpoint(out_dir: str | os.PathLike, model_class, config_dict, seed: int = 0, size: str = "tiny") -> Path:
+def write_tiny_checkpoint(out_dir: str | os.PathLike, model_class, config_dict, seed: int = 0, size: str = "tiny",
+                          corpus: str = "") -> Path:
     """A random checkpoint of ``model_class`` (LongVA or a model built on it) in LongVA's on-disk format.
 
     ``config_dict(size, len(tokenizer))`` gives the flat ``config.json``; parameter shapes come from
@@ -201,7 +214,7 @@ def write_tiny_checkpoint(out_dir: str | os.PathLike, model_class, config_dict, 
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    n_tokens = write_tiny_tokenizer(out_dir, n_merges=SIZES[size]["merges"])
+    n_tokens = write_tiny_tokenizer(out_dir, n_merges=SIZES[size]["merges"], corpus=corpus)
     raw = config_dict(size, n_tokens)
     _write_json(out_dir / "config.json", raw)
     endoftext, im_end = raw["bos_token_id"], raw["eos_token_id"]
@@ -216,7 +229,7 @@ def write_tiny_checkpoint(out_dir: str | os.PathLike, model_class, config_dict, 
         return out_dir
     with init_empty_weights(include_buffers=False):
         write_random_weights(out_dir, model_class(config), model_class.layout, _init_tensor, seed=seed)
-    if size == "tiny":
+    if size in ("tiny", "demo"):  # the frame side is not LongVA's default rule
         default_image_processor(config.image_size).save_pretrained(str(out_dir))
     return out_dir
 

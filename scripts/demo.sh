@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # README command 1: the main job on the embedded default, end to end on CPU.
-#   tiny random LongVA + tiny LLaVA scorer (built here) -> synthetic needle videos (encoded here)
-#   -> `accelerate launch -m lmms_eval` with --model longva and --model cos_longva -> one table.
-# The checkpoints are random: accuracy is chance level. The demo proves the plumbing, not the method.
+#   the small LongVA and LLaVA scorer trained here (assets/, re-created by `cos train-tiny`) -> the needle task's test
+#   split with 4 distractors per video (200 real H.264 videos, encoded here) -> `accelerate launch -m lmms_eval` with
+#   the baseline and CoS with the trained, the oracle and the uniform scorer -> one table with paired intervals.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$REPO"
@@ -10,16 +10,22 @@ DEMO=.cache/demo
 NEEDLE=lmms-eval/cos_lmms_eval/tasks/cos_needle/data
 export HF_HOME="$REPO/$DEMO/hf" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-[ -f "$DEMO/tiny-longva/config.json" ] || cos make-tiny-longva "$DEMO/tiny-longva" --size tiny
-[ -f "$DEMO/tiny-llava/config.json" ] || cos make-tiny-llava "$DEMO/tiny-llava"
-[ -f "$NEEDLE/questions.json" ] || cos make-needle-videos "$NEEDLE" --n 8
+# the test split (never seen in training); rebuilt when the folder holds other needle videos
+SPEC="--n 200 --split test --question mark --distractors 4 --min-frames 48 --max-frames 160 --size 64"
+if [ "$(cat "$NEEDLE/.made-with" 2>/dev/null)" != "$SPEC" ]; then
+  rm -rf "$NEEDLE"
+  # shellcheck disable=SC2086
+  cos make-needle-videos "$NEEDLE" $SPEC
+  echo "$SPEC" > "$NEEDLE/.made-with"
+fi
 
 rm -rf "$DEMO/logs"
-OUTPUT_PATH="$DEMO/logs" bash scripts/eval_task.sh cos_needle configs/demo_tiny.yaml 1 --timezone UTC
+OUTPUT_PATH="$DEMO/logs" bash scripts/eval_task.sh cos_needle configs/demo_needle.yaml 1 --timezone UTC
 cos report "$DEMO/logs" --text
 
 # What CoS did: one shot strip and the run report.
-trace=$(ls "$DEMO"/logs/traces/cos_longva/cos_needle/*.json | head -n 1)
+traces=("$DEMO"/logs/traces/cos_llava/cos_needle/*.json)  # (not `ls | head`: SIGPIPE under pipefail)
+trace="${traces[0]}"
 cos show "$trace" --out "$DEMO/strip.png"
 cos report "$DEMO/logs" --out "$DEMO/report.html"
 echo

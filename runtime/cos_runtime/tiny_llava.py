@@ -39,7 +39,7 @@ _CORPUS = [
 ]
 
 
-def _build_tokenizer():
+def _build_tokenizer(corpus: tuple[str, ...] = (), vocab_size: int = 512):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -47,13 +47,13 @@ def _build_tokenizer():
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     alphabet = sorted(set(string.printable) - set(string.whitespace)) + ["▁", "\n"]
     trainer = trainers.BpeTrainer(
-        vocab_size=512,
+        vocab_size=vocab_size,
         min_frequency=1,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=alphabet,
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 8, trainer=trainer)
+    tok.train_from_iterator((_CORPUS + list(corpus)) * 8, trainer=trainer)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
@@ -64,14 +64,15 @@ def _build_tokenizer():
     return tok
 
 
-def build_processor(image_size: int = IMAGE_SIZE):
+def build_processor(image_size: int = IMAGE_SIZE, corpus: tuple[str, ...] = (), vocab_size: int = 512):
     """The tiny ``LlavaProcessor``: trained BPE tokenizer (left padding) + ``CLIPImageProcessorPil`` (112 px;
-    ``image_size``: another side, e.g. 336 for LLaVA-1.5's 576 image tokens)."""
+    ``image_size``: another side, e.g. 336 for LLaVA-1.5's 576 image tokens). ``corpus``: extra tokenizer training
+    lines (a task's words, so that its prompts are short), with ``vocab_size`` entries in all."""
     from transformers import LlavaProcessor, PreTrainedTokenizerFast
     from transformers.models.clip import CLIPImageProcessorPil
 
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=_build_tokenizer(),
+        tokenizer_object=_build_tokenizer(tuple(corpus), vocab_size),
         bos_token="<s>",
         eos_token="</s>",
         unk_token="<unk>",

@@ -1,0 +1,157 @@
+"""``cos train-tiny`` and the trained demo checkpoints: deterministic training, the original on-disk formats loaded
+through the real ``from_pretrained`` paths, the mark questions, the labels the vision stages learn from."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cos import synthetic
+from cos_runtime import train_tiny as T
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "assets"
+SHORT = (T.Stage("vision", 4, (3, 3), 2), T.Stage("full", 1, (0, 0), 2), T.Stage("full", 16, (1, 2), 1))
+
+
+def _tensors(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(str(f)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- the task
+def test_mark_questions_name_the_needle_by_colour_and_ask_its_mark():
+    for index in range(40):
+        plan = synthetic._plan_video(index, 0, 48, 160, 64, 8.0, 3, "train", "mark")
+        rec = plan["record"]
+        needle = [e for e in rec["events"] if e["target"]]
+        assert len(needle) == 1 and len(rec["events"]) == 4
+        needle = needle[0]
+        assert rec["question"] == f"What colour is the mark inside the {needle['colour']} shape?"
+        assert rec["options"] == ["A. white", "B. black", "C. orange", "D. pink"]
+        assert rec["answer"] == "ABCD"[list(synthetic.MARKS).index(needle["mark"])]
+        assert all(e["colour"] != needle["colour"] for e in rec["events"] if not e["target"])
+        assert (needle["start"], needle["end"]) == (rec["needle_start"], rec["needle_end"])
+        # the needle's frames show its colour and its mark colour, and nothing else is saturated in that colour
+        frame = next(synthetic._frames(rec, plan["render"], [rec["needle_start"]]))
+        assert (frame == synthetic.COLOURS[needle["colour"]]).all(-1).sum() > 100
+        assert (frame == synthetic.MARKS[needle["mark"]]).all(-1).sum() >= 36  # side 0.6 r >= 6 px
+
+
+def test_make_needle_videos_refuses_an_unknown_question_kind(tmp_path):
+    from cos.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="question must be one of attribute, mark"):
+        synthetic.make_needle_videos(tmp_path, 1, question="where")
+
+
+def test_selected_frames_equal_the_full_videos_frames():
+    plan = synthetic._plan_video(5, 0, 48, 96, 64, 8.0, 2, "val", "mark")
+    state = plan["render"]["rng"].bit_generator.state
+    full = list(synthetic._frames(plan["record"], plan["render"]))
+    plan["render"]["rng"].bit_generator.state = state
+    idx = [0, 3, 3, 40, plan["record"]["num_frames"] - 1]
+    assert all((full[i] == f).all() for i, f in zip(idx, synthetic._frames(plan["record"], plan["render"], idx)))
+
+
+def test_the_training_prompt_is_the_lmms_eval_tasks_prompt():
+    """The models learn on exactly what ``cos_needle`` gives them (its default pre/post prompt around the options)."""
+    text = (REPO / "lmms-eval/cos_lmms_eval/tasks/cos_needle/cos_needle.yaml").read_text()
+    pre = re.search(r'pre_prompt: "(.*)"', text).group(1).encode().decode("unicode_escape")
+    post = re.search(r'post_prompt: "(.*)"', text).group(1).encode().decode("unicode_escape")
+    assert (pre, post) == (T.PRE_PROMPT, T.POST_PROMPT)
+    from cos_lmms_eval.tasks.cos_needle import utils  # noqa: F401 - the task module itself
+
+    rec = synthetic._plan_video(0, 0, 48, 160, 64, 8.0, 2, "test", "mark")["record"]
+    assert utils.doc_to_text(rec, {"pre_prompt": pre, "post_prompt": post}) == T.task_prompt(rec)
+
+
+def test_cover_labels_on_a_constructed_mask():
+    mask = np.zeros((64, 64), bool)
+    mask[0:16, 0:16] = True  # cell 0 fully
+    mask[16:20, 16:32] = True  # cell 5: 4 / 16 rows = 1/4
+    mask[48:50, 48:64] = True  # cell 15: 2 / 16 rows = 1/8
+    masks = [(10, 12, synthetic.COLOURS["blue"], mask)]
+    out = T.cover_labels([9, 10, 11, 12], masks, 4, 64, synthetic.COLOURS, 0.25)
+    blue = 1 + list(synthetic.COLOURS).index("blue")
+    assert out[0].sum() == 0 and out[3].sum() == 0  # outside [start, end)
+    expected = np.zeros(16, np.int64)
+    expected[[0, 5]] = blue
+    assert (out[1] == expected).all() and (out[2] == expected).all()
+    assert T.cover_labels([10], masks, 4, 64, synthetic.COLOURS, 0.1)[0][15] == blue
+    assert T.cover_labels([10], masks, 4, 64, synthetic.MARKS, 0.1).sum() == 0  # another palette
+
+
+def test_scorer_samples_pair_a_relevant_and_an_irrelevant_mosaic():
+    samples, _ = T.scorer_samples("val", 0, 12)
+    assert [r for _, _, r in samples] == [True, False] * 6
+    assert all(m.size == (128, 128) and p.startswith(T.PRE_PROMPT) for m, p, _ in samples)
+
+
+# ------------------------------------------------------------------------------------------- training
+def test_training_the_base_model_is_deterministic(tmp_path):
+    logs = [T.train_longva(tmp_path / f"run{i}", seed=0, stages=SHORT, val_size=4, progress=False) for i in range(2)]
+    a, b = _tensors(tmp_path / "run0"), _tensors(tmp_path / "run1")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert logs[0]["stages"] == logs[1]["stages"] and logs[0]["val"] == logs[1]["val"]
+    init = _tensors(tmp_path / "init")
+    if not init:  # the random start is not kept; rebuild it and check training changed every trained tensor
+        from longva.tiny import build_tiny_longva
+
+        build_tiny_longva(tmp_path / "init", seed=0, size="demo", corpus=T.task_corpus())
+        init = _tensors(tmp_path / "init")
+    changed = [k for k in a if a[k].shape == init[k].shape and not torch.equal(a[k], init[k])]
+    assert len(changed) > 0.9 * len(a)
+
+
+def test_training_the_scorer_is_deterministic(tmp_path):
+    for i in range(2):
+        T.train_llava(tmp_path / f"run{i}", seed=0, steps=2, vision_steps=2, val_size=4, progress=False)
+    a, b = _tensors(tmp_path / "run0"), _tensors(tmp_path / "run1")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_tiny_writes_both_checkpoints_and_its_log(tmp_path):
+    log = T.train_tiny(tmp_path, longva_stages=SHORT, llava_steps=1, threads=1, progress=False)
+    assert {"needle-longva", "needle-llava", "seed", "threads", "task"} <= set(log)
+    assert json.loads((tmp_path / "train_log.json").read_text())["threads"] == 1
+    assert (tmp_path / "needle-longva" / "config.json").is_file() and (tmp_path / "needle-llava" / "config.json").is_file()
+    assert not (tmp_path / "needle-longva.init").exists()
+
+
+def test_threads_must_be_a_positive_integer(tmp_path):
+    from cos.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="threads must be a positive integer"):
+        T.train_tiny(tmp_path, threads=0)
+
+
+# ------------------------------------------------------------------------------------------- the committed checkpoints
+def test_committed_checkpoints_load_through_the_real_paths():
+    """assets/needle-longva through ``LongVAForCausalLM.from_pretrained`` and the runtime backend; assets/needle-llava
+    through ``LlavaScorer`` (``AutoProcessor`` + ``LlavaForConditionalGeneration``), as the real checkpoints load."""
+    from longva import LongVAForCausalLM
+    from transformers import LlavaForConditionalGeneration
+
+    from cos.scoring import LlavaScorer
+
+    model = LongVAForCausalLM.from_pretrained(ASSETS / T.LONGVA_DIR, torch_dtype=torch.float32, device_map="cpu")
+    assert model.tokens_per_frame == 16 and model.image_size == 64
+    cfg = json.loads((ASSETS / T.LONGVA_DIR / "config.json").read_text())
+    assert cfg["architectures"] == ["LlavaQwenForCausalLM"] and cfg["mm_projector_type"] == "mlp2x_gelu"
+    keys = set(_tensors(ASSETS / T.LONGVA_DIR))
+    assert "model.mm_projector.0.weight" in keys and "lm_head.weight" in keys
+    assert any(k.startswith("model.vision_tower.vision_tower.vision_model.") for k in keys)
+    scorer = LlavaScorer(str(ASSETS / T.LLAVA_DIR), mode="logits", device="cpu")
+    assert isinstance(scorer.model, LlavaForConditionalGeneration)
+    size = sum(f.stat().st_size for d in (T.LONGVA_DIR, T.LLAVA_DIR) for f in (ASSETS / d).iterdir())
+    assert size < 12e6, f"the demo checkpoints take {size / 1e6:.1f} MB"
