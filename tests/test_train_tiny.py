@@ -103,14 +103,17 @@ def test_training_the_base_model_is_deterministic(tmp_path):
     a, b = _tensors(tmp_path / "run0"), _tensors(tmp_path / "run1")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert logs[0]["stages"] == logs[1]["stages"] and logs[0]["val"] == logs[1]["val"]
-    init = _tensors(tmp_path / "init")
-    if not init:  # the random start is not kept; rebuild it and check training changed every trained tensor
-        from longva.tiny import build_tiny_longva
+    from longva.tiny import SIZES, build_tiny_longva
 
-        build_tiny_longva(tmp_path / "init", seed=0, size="demo", corpus=T.task_corpus())
-        init = _tensors(tmp_path / "init")
-    changed = [k for k in a if a[k].shape == init[k].shape and not torch.equal(a[k], init[k])]
-    assert len(changed) > 0.9 * len(a)
+    build_tiny_longva(tmp_path / "init", seed=0, size="demo", corpus=T.task_corpus())
+    init = _tensors(tmp_path / "init")
+    assert init.keys() == a.keys()
+    # every tensor moved except what LongVA never uses: the tower's last layer and post-layernorm (it takes the features
+    # of the second-to-last layer); the vocabulary rows are compared where both have them (the loader shrinks them)
+    last = SIZES["demo"]["vision"]["num_hidden_layers"] - 1
+    unused = {k for k in a if f"encoder.layers.{last}." in k or "post_layernorm" in k}
+    unchanged = {k for k in a if torch.equal(a[k], init[k][: a[k].shape[0]])}
+    assert unchanged == unused and len(unused) == 18
 
 
 def test_training_the_scorer_is_deterministic(tmp_path):
