@@ -225,25 +225,18 @@ def _plan_with_distractors(rng: np.random.Generator, vseed: int, min_frames: int
         cx = float(rng.uniform(margin, size - margin))
         masks.append((start, start + length, COLOURS[c], _shape_mask(sh, size, cy, cx, radius)))
         events.append({"colour": c, "shape": sh, "start": start, "end": start + length, "target": e == target})
-    record = {
-        "id": None,
-        "video": None,
-        "question": question,
-        "options": [f"{LETTERS[i]}. {c}" for i, c in enumerate(choices)],
-        "answer": LETTERS[choices.index(answer_value)],
-        "question_type": qtype,
-        "needle_colour": colour,
-        "needle_shape": shape,
-        "needle_start": starts[target],
-        "needle_end": starts[target] + lengths[target],
-        "num_frames": num_frames,
-        "fps": float(fps),
-        "width": size,
-        "height": size,
-        "seed": vseed,
-        "distractors": distractors,
-        "events": events,
-    }
+    head = {"question": question, "options": [f"{LETTERS[i]}. {c}" for i, c in enumerate(choices)],
+            "answer": LETTERS[choices.index(answer_value)], "question_type": qtype, "needle_colour": colour, "needle_shape": shape}
+    return _event_plan(head, rng, vseed, num_frames, starts[target], starts[target] + lengths[target], size, fps, distractors,
+                       events, masks)
+
+
+def _event_plan(head: dict, rng, vseed: int, num_frames: int, start: int, end: int, size: int, fps: float, distractors: int,
+                events: list[dict], masks: list) -> dict:
+    """The plan of a video with events: its questions.json record (``head``'s fields, then the needle's frame range and
+    the video's facts, in this order) and its render parameters."""
+    record = {"id": None, "video": None, **head, "needle_start": start, "needle_end": end, "num_frames": num_frames,
+              "fps": float(fps), "width": size, "height": size, "seed": vseed, "distractors": distractors, "events": events}
     return {"record": record, "render": {"rng": rng, "events": masks}}
 
 
@@ -268,27 +261,11 @@ def _mark_plan(rng: np.random.Generator, vseed: int, num_frames: int, starts: li
         masks.append((start, start + length, MARKS[mark], dot))
         events.append({"colour": c, "shape": shape, "mark": mark, "start": start, "end": start + length, "target": e == target})
     needle = events[target]
-    record = {
-        "id": None,
-        "video": None,
-        "question": MARK_QUESTION.format(colour=colour),
-        "options": [f"{LETTERS[i]}. {m}" for i, m in enumerate(MARKS)],
-        "answer": LETTERS[list(MARKS).index(needle["mark"])],
-        "question_type": "mark_of_colour",
-        "needle_colour": colour,
-        "needle_shape": needle["shape"],
-        "needle_mark": needle["mark"],
-        "needle_start": starts[target],
-        "needle_end": starts[target] + lengths[target],
-        "num_frames": num_frames,
-        "fps": float(fps),
-        "width": size,
-        "height": size,
-        "seed": vseed,
-        "distractors": distractors,
-        "events": events,
-    }
-    return {"record": record, "render": {"rng": rng, "events": masks}}
+    head = {"question": MARK_QUESTION.format(colour=colour), "options": [f"{LETTERS[i]}. {m}" for i, m in enumerate(MARKS)],
+            "answer": LETTERS[list(MARKS).index(needle["mark"])], "question_type": "mark_of_colour", "needle_colour": colour,
+            "needle_shape": needle["shape"], "needle_mark": needle["mark"]}
+    return _event_plan(head, rng, vseed, num_frames, starts[target], starts[target] + lengths[target], size, fps, distractors,
+                       events, masks)
 
 
 def _frames(record: dict, render: dict, indices=None):

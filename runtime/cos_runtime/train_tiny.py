@@ -171,6 +171,15 @@ def _weighted_ce(logits: torch.Tensor, labels: torch.Tensor, weight: float = 8.0
     return torch.nn.functional.cross_entropy(logits.flatten(0, -2), labels.flatten(), weight=w)
 
 
+def _step(opt, sched, loss: torch.Tensor, params) -> None:
+    """One optimiser step: gradients of ``loss``, clipped to norm 1, AdamW, the learning-rate schedule."""
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+
+
 def _schedule(total: int, warmup: int = 100):
     return lambda step: min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1.0 + math.cos(math.pi * min(step, total) / total)))
 
@@ -279,11 +288,7 @@ def train_longva(out_dir: str | Path, seed: int = 0, stages=LONGVA_STAGES, batch
                 logits, targets = trainer.logits(batch, short=stage.kind == "short")
                 loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
                 hit = float((logits[:, 0].argmax(-1) == targets[:, 0]).float().mean())
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
+            _step(opt, sched, loss, params)
             hits.append(hit)
             bar.update(1)
             bar.set_postfix(stage=f"{stage.kind}/{stage.frames}", acc=f"{np.mean(hits[-50:]):.2f}")
@@ -418,11 +423,7 @@ def train_llava(out_dir: str | Path, seed: int = 0, steps: int = LLAVA_STEPS, vi
     for _ in range(vision_steps):  # 4 videos x 8 mosaics per step
         videos, index = _samples("train", index, 4, EVAL_FRAMES, (1, 4), seed, with_masks=True)
         loss, hit = trainer.vision_loss(videos)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        _step(opt, sched, loss, params)
         hits.append(hit)
         bar.update(1)
         bar.set_postfix(stage="vision", acc=f"{np.mean(hits[-50:]):.2f}")
@@ -435,11 +436,7 @@ def train_llava(out_dir: str | Path, seed: int = 0, steps: int = LLAVA_STEPS, vi
         batch, pending = pending[:batch_size], pending[batch_size:]
         logits, targets = trainer.logits(batch)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        _step(opt, sched, loss, params)
         hits.append(float((logits[:, 0].argmax(-1) == targets[:, 0]).float().mean()))
         bar.update(1)
         bar.set_postfix(stage="yes/no", acc=f"{np.mean(hits[-50:]):.2f}")
