@@ -1,7 +1,8 @@
 """Baseline vs CoS accuracy of the trained demo models over distractor count x frames sampled, as a PNG.
 
 usage: python scripts/needle_sweep.py [--distractors 0,1,2,4,6] [--frames 16,32,64] [--n 100]
-                                      [--scorers llava,oracle] [--out assets/needle_sweep.png]
+                                      [--scorers llava,oracle] [--out assets/needle_sweep.png] [--replot]
+(the README's figure: --distractors 0,2,4,6 --frames 16,32,64 --n 100, about 6 minutes on 2 cores)
 
 Per distractor count D, ``--n`` test-split mark-question videos (as ``scripts/demo.sh`` makes them, with D
 distractors) are written once under ``--work``; per frame count F each is answered by the same runtime engines the
@@ -39,8 +40,8 @@ def make_videos(work: Path, distractors: int, n: int) -> tuple[Path, list[dict]]
 
 
 def answer_all(engine, data: Path, docs: list[dict]) -> list[dict]:
-    from cos.pipeline import GenerationOptions
     from cos.grounding import window_grounding
+    from cos.pipeline import GenerationOptions
     from cos_lmms_eval.tasks.cos_needle.utils import extract_letter
     from cos_runtime.train_tiny import task_prompt
 
@@ -96,7 +97,7 @@ def plot(cells: list[dict], frames: list[int], scorers: list[str], out: Path) ->
         ax.set_xticks(ds)
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel(f"accuracy (n = {cells[0]['n']} per point)")
-    axes[0][-1].legend(loc="upper right", fontsize=8)
+    axes[0][0].legend(loc="lower left", fontsize=8)
     fig.suptitle("Trained demo models on the needle task (test split): shaded = baseline + 95% paired interval of the CoS gain",
                  fontsize=9)
     fig.tight_layout()
@@ -114,12 +115,17 @@ def main(argv=None) -> int:
     p.add_argument("--llava", default=str(REPO / "assets/needle-llava"))
     p.add_argument("--work", default=str(REPO / ".cache/needle-sweep"), help="where the test videos are written")
     p.add_argument("--out", default=str(REPO / "assets/needle_sweep.png"))
+    p.add_argument("--replot", action="store_true", help="redraw the PNG from the JSON beside it (no evaluation)")
     args = p.parse_args(argv)
+    scorers = [s for s in args.scorers.split(",") if s]
+    if args.replot:
+        cells = json.loads(Path(args.out).with_suffix(".json").read_text())
+        plot(cells, sorted({c["frames"] for c in cells}), sorted({c["scorer"] for c in cells}, key=scorers.index), Path(args.out))
+        return 0
     from tqdm import tqdm
 
     from cos_runtime.engine import build_engine
 
-    scorers = [s for s in args.scorers.split(",") if s]
     work = Path(args.work)
     cells = []
     sets = {d: make_videos(work, d, args.n) for d in args.distractors}
