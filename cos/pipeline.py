@@ -235,7 +235,9 @@ class CoSPipeline:
             with timer("mosaics"):
                 mosaics, groups = make_mosaics(frames, cfg.shot_size, cfg.leftover)
             with timer("score"):
-                scores = self.scorer.score_shots(mosaics, question, video, groups)
+                score_shots = getattr(self.scorer, "score_shots", None)  # a scorer not derived from ShotScorer: score()
+                scores = (score_shots(mosaics, question, video, groups) if score_shots is not None
+                          else self.scorer.score(mosaics, question))
             if cached:
                 self.score_cache.put(score_cache_key, scores)
         else:

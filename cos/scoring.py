@@ -270,6 +270,9 @@ class OracleScorer(ShotScorer):
         if len(groups) != len(mosaics):
             raise ValueError(f"{len(mosaics)} mosaics but {len(groups)} shot groups")
         truth = self.lookup(video.source)
+        if video.total_frames and video.total_frames != truth.num_frames:  # e.g. needle_000.mp4 of another split
+            raise ConfigError(f"oracle scorer: video {os.fspath(video.source)!r} has {video.total_frames} frames but its record in "
+                              f"scorer_truth={self.truth!r} ({truth.video}) has {truth.num_frames}: not the same video")
         d = oracle_decisions(video.frame_indices, groups, truth.needle_start, truth.needle_end)
         return ShotScores(d.astype(np.float64), d, [""] * len(d))
 

@@ -173,6 +173,20 @@ def test_unknown_or_missing_video_is_a_config_error(tmp_path):
         scorer.score([None], QUESTION)  # mosaics alone do not say which frames they show
 
 
+def test_a_video_with_another_frame_count_is_not_taken_for_the_record(tmp_path):
+    """Every split names its files needle_000.mp4...: a same-named video of another length is refused, not scored."""
+    path = _truth(tmp_path, [_record("videos/needle_000.mp4", start=8, end=12, num_frames=40)])
+    scorer = OracleScorer(path)
+    groups = _groups([0, 1])
+    elsewhere = "/other/split/videos/needle_000.mp4"
+    with pytest.raises(ConfigError, match=r"has 64 frames but its record .* has 40: not the same video"):
+        scorer.score_shots([None], QUESTION, VideoInfo((0, 10), total_frames=64, source=elsewhere), groups)
+    same = scorer.score_shots([None], QUESTION, VideoInfo((0, 10), total_frames=40, source=elsewhere), groups)
+    assert same.decisions.tolist() == [1]
+    unknown = scorer.score_shots([None], QUESTION, VideoInfo((0, 10), source=elsewhere), groups)  # length not known
+    assert unknown.decisions.tolist() == [1]
+
+
 # ------------------------------------------------------------------------------------ config and cache
 def test_oracle_is_a_scorer_name_and_is_built_once_per_truth_file(tmp_path):
     assert "oracle" in SCORER_NAMES

@@ -124,9 +124,10 @@ def test_training_the_scorer_is_deterministic(tmp_path):
 
 
 def test_train_tiny_writes_both_checkpoints_and_its_log(tmp_path):
-    log = T.train_tiny(tmp_path, longva_stages=SHORT, llava_steps=1, threads=1, progress=False)
-    assert {"needle-longva", "needle-llava", "seed", "threads", "task"} <= set(log)
-    assert json.loads((tmp_path / "train_log.json").read_text())["threads"] == 1
+    log = T.train_tiny(tmp_path, longva_stages=SHORT, llava_steps=1, llava_vision_steps=1, val_size=4, threads=1, progress=False)
+    assert {"needle-longva", "needle-llava", "task"} <= set(log)
+    saved = json.loads((tmp_path / "train_log.json").read_text())
+    assert saved["needle-longva"]["threads"] == saved["needle-llava"]["threads"] == 1 and saved["task"] == T.TASK
     assert (tmp_path / "needle-longva" / "config.json").is_file() and (tmp_path / "needle-llava" / "config.json").is_file()
     assert not (tmp_path / "needle-longva.init").exists()
 
@@ -142,10 +143,10 @@ def test_threads_must_be_a_positive_integer(tmp_path):
 def test_committed_checkpoints_load_through_the_real_paths():
     """assets/needle-longva through ``LongVAForCausalLM.from_pretrained`` and the runtime backend; assets/needle-llava
     through ``LlavaScorer`` (``AutoProcessor`` + ``LlavaForConditionalGeneration``), as the real checkpoints load."""
-    from longva import LongVAForCausalLM
     from transformers import LlavaForConditionalGeneration
 
     from cos.scoring import LlavaScorer
+    from longva import LongVAForCausalLM
 
     model = LongVAForCausalLM.from_pretrained(ASSETS / T.LONGVA_DIR, torch_dtype=torch.float32, device_map="cpu")
     assert model.tokens_per_frame == 16 and model.image_size == 64
@@ -158,3 +159,35 @@ def test_committed_checkpoints_load_through_the_real_paths():
     assert isinstance(scorer.model, LlavaForConditionalGeneration)
     size = sum(f.stat().st_size for d in (T.LONGVA_DIR, T.LLAVA_DIR) for f in (ASSETS / d).iterdir())
     assert size < 12e6, f"the demo checkpoints take {size / 1e6:.1f} MB"
+
+
+def test_committed_base_model_answers_questions_without_distractors(tmp_path):
+    """Smoke test of assets/needle-longva through the runtime engine the lmms-eval adapters use, on real H.264 videos:
+    without distractors it answers (train_log.json: 1.00 on 100 validation videos at 32 frames); the letter comes
+    first, then the end of the answer."""
+    from cos.pipeline import GenerationOptions
+    from cos_lmms_eval.tasks.cos_needle.utils import extract_letter
+    from cos_runtime.engine import build_engine
+
+    synthetic.make_needle_videos(tmp_path, 8, min_frames=48, max_frames=160, size=64, split="val", question="mark",
+                                 progress=False)
+    docs = json.loads((tmp_path / "questions.json").read_text())
+    engine = build_engine("longva", "uniform", {"pretrained": str(ASSETS / T.LONGVA_DIR), "max_frames_num": T.EVAL_FRAMES,
+                                                "prefetch": 0, "result_cache_dir": "none", "score_cache_dir": "none"})
+    answers = [engine.answer(str(tmp_path / d["video"]), T.task_prompt(d), GenerationOptions(max_new_tokens=8)).text for d in docs]
+    assert all(re.fullmatch(r"[ABCD]", a.strip()) for a in answers), answers
+    assert sum(extract_letter(a) == d["answer"] for a, d in zip(answers, docs)) >= 6
+
+
+def test_committed_scorer_tells_needle_mosaics_from_others():
+    """Smoke test of assets/needle-llava through ``LlavaScorer`` (logits mode): on validation mosaics it says yes more
+    often to the ones showing the needle (train_log.json: 0.82 accuracy on 200)."""
+    from cos.scoring import LlavaScorer
+
+    scorer = LlavaScorer(str(ASSETS / T.LLAVA_DIR), mode="logits", device="cpu")
+    samples, _ = T.scorer_samples("val", 0, 24)
+    scores = [float(scorer.score([m], p).scores[0]) for m, p, _ in samples]
+    relevant = [s for s, (_, _, r) in zip(scores, samples) if r]
+    other = [s for s, (_, _, r) in zip(scores, samples) if not r]
+    assert np.mean(relevant) > np.mean(other)
+    assert sum((s >= 0.5) == r for s, (_, _, r) in zip(scores, samples)) >= 16

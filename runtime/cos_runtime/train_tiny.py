@@ -23,10 +23,12 @@ the letter is a function of what is seen. Colours are the cheapest thing to see;
 one event of the named colour among distractors and read it — is the one the paper is about. (The generator's
 shape/colour questions stay for larger models.)
 
-**Curriculum** (base model): a vision stage (throw-away linear heads on the frame tokens learn, per token, the
-shape colour and the mark colour it shows), then one frame showing only the needle, then four frames with up to
-two distractors, then sixteen uniformly sampled frames as at evaluation. One AdamW run (warm-up, cosine decay to
-10 %); loss = cross-entropy on the answer letter and on ``<|im_end|>`` after it. The scorer: a vision stage (per
+**Curriculum** (base model, :data:`LONGVA_STAGES`): a vision stage on four frames of videos with three distractors
+(throw-away linear heads on the frame tokens learn, per token, the shape colour covering >= 1/4 of it and the mark
+colour covering >= 1/10), then one frame showing only the needle, then four frames with up to two distractors,
+then sixteen uniformly sampled frames with up to four (the demo samples 32). One AdamW run (lr 2e-3, batches of
+16, 100 warm-up steps, cosine decay to 10 %); loss = cross-entropy on the answer letter and on ``<|im_end|>`` after
+it; the tower and projector are trained too (through ``_encode_chunk``: ``encode_frames`` is inference-only). The scorer: a vision stage (per
 mosaic patch, the shape colour), then yes/no on mosaics of 32 uniformly sampled frames, one with the needle and one
 without per video.
 
@@ -65,9 +67,9 @@ SHOT_SIZE = 4
 LONGVA_DIR, LLAVA_DIR = "needle-longva", "needle-llava"
 
 
-#: what a stage trains on: ``vision`` (per-token labels through throw-away heads), ``short`` (the question and its
-#: options only), ``full`` (the task's whole prompt, as at evaluation)
-STAGE_KINDS = ("vision", "short", "full")
+#: what a stage trains on: ``vision`` (per-token labels through throw-away heads) or ``full`` (the task's whole prompt
+#: and the answer letter, as at evaluation)
+STAGE_KINDS = ("vision", "full")
 
 
 @dataclass(frozen=True)
@@ -93,11 +95,9 @@ LLAVA_STEPS = 1000
 LLAVA_VISION_STEPS = 300
 
 
-def task_prompt(record: dict, short: bool = False) -> str:
-    """What lmms-eval's ``cos_needle`` task gives the model for one questions.json record (``short``: without the
-    instructions around the question and options, for the early curriculum)."""
-    body = f"{record['question']}\n" + "\n".join(record["options"])
-    return body if short else PRE_PROMPT + body + POST_PROMPT
+def task_prompt(record: dict) -> str:
+    """What lmms-eval's ``cos_needle`` task gives the model for one questions.json record."""
+    return f"{PRE_PROMPT}{record['question']}\n" + "\n".join(record["options"]) + POST_PROMPT
 
 
 def task_corpus() -> str:
@@ -223,14 +223,14 @@ class _LongVATrainer:
         shown = mark > 0
         return loss, float((marks.argmax(-1)[shown] == mark[shown]).float().mean()) if shown.any() else 0.0
 
-    def logits(self, batch, short: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def logits(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(B, 2, V)`` where the answer letter and ``<|im_end|>`` are predicted, and those targets."""
         model = self.model
         feats = self.features(np.concatenate([b[0] for b in batch]))
         embeds, targets, k = [], [], 0
         for frames, rec, *_ in batch:
             letter = self.letters[synthetic.LETTERS.index(rec["answer"])]
-            ids = torch.cat([self.processor.prompt_ids(task_prompt(rec, short)), torch.tensor([[letter]])], dim=1)
+            ids = torch.cat([self.processor.prompt_ids(task_prompt(rec)), torch.tensor([[letter]])], dim=1)
             embeds.append(model.embed_prompt(ids, feats[k:k + len(frames)])[0])
             targets.append([letter, self.im_end])
             k += len(frames)
@@ -266,7 +266,10 @@ def train_longva(out_dir: str | Path, seed: int = 0, stages=LONGVA_STAGES, batch
     init = out_dir.with_name(out_dir.name + ".init")
     build_tiny_longva(init, seed=seed, size="demo", corpus=task_corpus())
     torch.manual_seed(seed)
-    trainer = _LongVATrainer(init)
+    try:
+        trainer = _LongVATrainer(init)
+    finally:
+        shutil.rmtree(init)  # everything is loaded; the random start is rebuilt from the seed when needed
     model = trainer.model
     model.train()
     model.requires_grad_(True)
@@ -285,7 +288,7 @@ def train_longva(out_dir: str | Path, seed: int = 0, stages=LONGVA_STAGES, batch
             if vision:
                 loss, hit = trainer.vision_loss(batch)
             else:
-                logits, targets = trainer.logits(batch, short=stage.kind == "short")
+                logits, targets = trainer.logits(batch)
                 loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
                 hit = float((logits[:, 0].argmax(-1) == targets[:, 0]).float().mean())
             _step(opt, sched, loss, params)
@@ -301,7 +304,6 @@ def train_longva(out_dir: str | Path, seed: int = 0, stages=LONGVA_STAGES, batch
     model.eval()
     model.save_pretrained(out_dir)
     trainer.processor.save_pretrained(out_dir)
-    shutil.rmtree(init)
     return log
 
 
@@ -375,7 +377,8 @@ class _ScorerTrainer:
             mosaics, groups = make_mosaics(frames, SHOT_SIZE, "pad")
             per_frame = cover_labels(idx, masks, half, frames.shape[1], synthetic.COLOURS, 0.25).reshape(-1, half, half)
             for mosaic, group in zip(mosaics, groups):
-                tiles = [per_frame[j] if j >= 0 else np.zeros((half, half), np.int64) for j in group]
+                tiles = [per_frame[j] for j in group]
+                tiles += [np.zeros((half, half), np.int64)] * (SHOT_SIZE - len(tiles))  # a partial shot: black cells
                 labels.append(np.block([[tiles[0], tiles[1]], [tiles[2], tiles[3]]]).reshape(-1))
                 images.append(mosaic.convert("RGB"))
         pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
@@ -454,7 +457,8 @@ def train_llava(out_dir: str | Path, seed: int = 0, steps: int = LLAVA_STEPS, vi
 
 # ----------------------------------------------------------------------------------------------- command
 def train_tiny(out: str | Path, seed: int = 0, threads: int = 2, longva_stages=LONGVA_STAGES, llava_steps: int = LLAVA_STEPS,
-               which: tuple[str, ...] = ("longva", "llava"), progress: bool = True) -> dict:
+               which: tuple[str, ...] = ("longva", "llava"), progress: bool = True, llava_vision_steps: int = LLAVA_VISION_STEPS,
+               val_size: int | None = None) -> dict:
     """Train the models named in ``which`` into ``out/needle-longva`` and ``out/needle-llava``; writes
     ``out/train_log.json`` (settings, per-stage training accuracy, validation accuracy, seconds) and returns it."""
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -465,12 +469,17 @@ def train_tiny(out: str | Path, seed: int = 0, threads: int = 2, longva_stages=L
     torch.set_num_threads(threads)
     log_path = out / "train_log.json"
     log = json.loads(log_path.read_text()) if log_path.is_file() else {}
-    log.update({"seed": seed, "threads": threads, "task": TASK, "torch": torch.__version__})
+    log["task"] = TASK
+    settings = {"seed": seed, "threads": threads, "torch": torch.__version__}  # per model: --only may train one later
     try:
         if "longva" in which:
-            log["needle-longva"] = train_longva(out / LONGVA_DIR, seed=seed, stages=longva_stages, progress=progress)
+            val = {} if val_size is None else {"val_size": val_size}
+            log["needle-longva"] = {**settings, **train_longva(out / LONGVA_DIR, seed=seed, stages=longva_stages, progress=progress,
+                                                               **val)}
         if "llava" in which:
-            log["needle-llava"] = train_llava(out / LLAVA_DIR, seed=seed, steps=llava_steps, progress=progress)
+            val = {} if val_size is None else {"val_size": val_size}
+            log["needle-llava"] = {**settings, **train_llava(out / LLAVA_DIR, seed=seed, steps=llava_steps, progress=progress,
+                                                             vision_steps=llava_vision_steps, **val)}
     finally:
         torch.set_num_threads(previous)
     log_path.write_text(json.dumps(log, indent=2) + "\n")
