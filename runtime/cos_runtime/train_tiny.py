@@ -471,13 +471,12 @@ def train_tiny(out: str | Path, seed: int = 0, threads: int = 2, longva_stages=L
     log = json.loads(log_path.read_text()) if log_path.is_file() else {}
     log["task"] = TASK
     settings = {"seed": seed, "threads": threads, "torch": torch.__version__}  # per model: --only may train one later
+    val = {} if val_size is None else {"val_size": val_size}  # else each trainer's own default
     try:
         if "longva" in which:
-            val = {} if val_size is None else {"val_size": val_size}
             log["needle-longva"] = {**settings, **train_longva(out / LONGVA_DIR, seed=seed, stages=longva_stages, progress=progress,
                                                                **val)}
         if "llava" in which:
-            val = {} if val_size is None else {"val_size": val_size}
             log["needle-llava"] = {**settings, **train_llava(out / LLAVA_DIR, seed=seed, steps=llava_steps, progress=progress,
                                                              vision_steps=llava_vision_steps, **val)}
     finally:
