@@ -27,6 +27,16 @@ Only the sampled frames are kept: the output array ``(N, H, W, 3)`` is allocated
 frame is converted to RGB and copied into it as the decoder produces it; all other frames are
 dropped without conversion. Memory is O(N·H·W), independent of the video length.
 
+Streaming
+---------
+Frame selectors score many candidates (e.g. one frame per second of an hour-long video,
+:func:`rate_indices`) and keep a few, so the candidates are never held at once: :func:`open_stream`
+opens the video, computes the indices of a rule, and :meth:`FrameStream.chunks` yields them in order,
+``chunk_size`` frames at a time (memory O(chunk_size·H·W)). decord reads one ``get_batch`` per chunk from
+a single reader; PyAV makes one sequential decoding pass (converting only wanted frames) and trusts its
+packet count: if the stream ends early the remaining indices are not delivered
+(:attr:`FrameStream.delivered`). The frames are those :func:`sample_frames` returns for the same rule.
+
 Damaged input
 -------------
 Every failure surfaces as :class:`~cos.errors.VideoDecodeError` naming the path and the cause. A
@@ -47,10 +57,13 @@ rate is unknown (``fps = 0.0``). A directory without frame images is a :class:`V
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -58,7 +71,17 @@ from PIL import Image
 
 from cos.errors import ConfigError, VideoDecodeError
 
-__all__ = ["BACKENDS", "FRAME_EXTENSIONS", "SampledVideo", "frame_indices", "frames_from_images", "sample_frames"]
+__all__ = [
+    "BACKENDS",
+    "FRAME_EXTENSIONS",
+    "FrameStream",
+    "SampledVideo",
+    "frame_indices",
+    "frames_from_images",
+    "open_stream",
+    "rate_indices",
+    "sample_frames",
+]
 
 #: accepted values of ``backend``
 BACKENDS = ("decord", "pyav", "auto")
@@ -91,6 +114,38 @@ def frame_indices(total_frames: int, num_frames: int) -> np.ndarray:
     total_frames = _check_count("total_frames", total_frames)
     num_frames = _check_count("num_frames", num_frames)
     return np.linspace(0, total_frames - 1, num_frames, dtype=int)
+
+
+def _check_real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def rate_indices(total_frames: int, fps: float, rate: float) -> np.ndarray:
+    """Candidate frames at ``rate`` frames per second, as BOLT's feature extractor takes them.
+
+    ``count = max(1, int(total_frames / fps * rate))`` candidates; candidate ``i`` is the source frame
+    ``clip(round(i / rate * fps), 0, total_frames - 1)`` (round half to even, as Python's ``round``), and
+    repeats are dropped (they occur when ``rate > fps``), so the result is strictly increasing. A video
+    shorter than ``1 / rate`` seconds has one candidate, frame 0. With an unknown frame rate (``fps <= 0``,
+    e.g. a folder of frames) every frame is a candidate. Returns int64 indices.
+
+    >>> rate_indices(300, 30.0, 1.0).tolist()  # 10 s at 30 fps, one frame per second
+    [0, 30, 60, 90, 120, 150, 180, 210, 240, 270]
+    >>> rate_indices(5, 10.0, 20.0).tolist()  # faster than the video: every frame once
+    [0, 1, 2, 3, 4]
+    """
+    total_frames = _check_count("total_frames", total_frames)
+    fps = _check_real("fps", fps)
+    rate = _check_real("rate", rate)
+    if rate <= 0:
+        raise ConfigError(f"rate must be a positive number of frames per second, got {rate!r}")
+    if fps <= 0:
+        return np.arange(total_frames, dtype=np.int64)
+    count = max(1, int(total_frames / fps * rate))
+    idx = np.clip(np.round(np.arange(count) / rate * fps), 0, total_frames - 1).astype(np.int64)
+    return np.unique(idx)
 
 
 #: a sampling rule: ``(total_frames, fps) -> source indices`` (fps 0.0 when unknown)
@@ -185,27 +240,49 @@ def _as_rgb_batch(frames: np.ndarray, path: str, n: int) -> np.ndarray:
     return np.ascontiguousarray(frames[..., :3])
 
 
+@contextmanager
+def _decoder_errors(path: str, backend: str):
+    """Turn any decoder exception (decord's DECORDError / RuntimeError with C++ details, av.error.FFmpegError,
+    ...) raised in the block into a VideoDecodeError naming ``path``; VideoDecodeErrors pass unchanged."""
+    try:
+        yield
+    except VideoDecodeError:
+        raise
+    except Exception as err:
+        raise VideoDecodeError(path, f"{backend}: {_describe(err)}") from err
+
+
+def _decord_open(decord, path: str) -> tuple[Any, int, float]:
+    """``(VideoReader, frame count, fps)``, LongVA's way: ``VideoReader(path, ctx=cpu(0), num_threads=1)``."""
+    vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+    total = int(len(vr))
+    if total < 1:
+        raise VideoDecodeError(path, "the video stream has no decodable frames")
+    return vr, total, float(vr.get_avg_fps() or 0.0)
+
+
+def _decord_batch(vr, indices: np.ndarray, path: str) -> np.ndarray:
+    """The frames at ``indices``: one ``get_batch``, as uint8 RGB ``(len(indices), H, W, 3)``."""
+    batch = vr.get_batch(indices)
+    frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
+    return _as_rgb_batch(frames, path, len(indices))
+
+
+def _duration(total: int, fps: float, fallback: float = 0.0) -> float:
+    return float(total / fps if fps > 0 else fallback)
+
+
 def _sample_decord(path: str, rule: IndexRule) -> SampledVideo:
     decord = _import_decord()
     vr = None
     try:
-        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-        total = int(len(vr))
-        if total < 1:
-            raise VideoDecodeError(path, "the video stream has no decodable frames")
-        fps = float(vr.get_avg_fps() or 0.0)
-        indices = _checked(rule(total, fps), total)
-        batch = vr.get_batch(indices)
-        frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
-    except VideoDecodeError:
-        raise
-    except Exception as err:  # decord raises DECORDError / RuntimeError with C++ details
-        raise VideoDecodeError(path, f"decord: {_describe(err)}") from err
+        with _decoder_errors(path, "decord"):
+            vr, total, fps = _decord_open(decord, path)
+            indices = _checked(rule(total, fps), total)
+            frames = _decord_batch(vr, indices, path)
     finally:
         del vr
-    frames = _as_rgb_batch(frames, path, len(indices))
-    duration = total / fps if fps > 0 else 0.0
-    return SampledVideo(frames, indices.astype(np.int64), total, fps, float(duration), path, "decord")
+    return SampledVideo(frames, indices.astype(np.int64), total, fps, _duration(total, fps), path, "decord")
 
 
 def _is_image_format(format_name: str) -> bool:
@@ -256,34 +333,64 @@ def _pyav_probe(av, path: str) -> tuple[int, float, float]:
         container.close()
 
 
+class _PyAVPass:
+    """One sequential decoding pass over ``path`` that converts only the frames at ``indices``
+    (non-decreasing) to RGB; all other frames are dropped unconverted.
+
+    Iterating yields ``(start, stop, rgb)`` once per distinct wanted frame, in order: ``indices[start:stop]``
+    all name that frame (repeated indices -> repeated frames). Frames of another size than the first wanted
+    one are scaled to it (a resolution change mid-stream); ``size`` is that ``(width, height)``. ``decoded``
+    counts the frames decoded so far. With ``to_end`` the pass decodes the whole stream (so ``decoded``
+    ends as the true frame count); otherwise it stops after the last wanted frame.
+    """
+
+    def __init__(self, av, path: str, indices: np.ndarray, *, to_end: bool):
+        self.av, self.path, self.indices, self.to_end = av, path, indices, to_end
+        self.decoded = 0
+        self.size: tuple[int, int] | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        indices, n, j = self.indices, len(self.indices), 0
+        if n == 0 and not self.to_end:
+            return
+        container, stream = _pyav_open_video(self.av, self.path)
+        try:
+            for position, frame in _decode_checked(container, stream, self.path):
+                self.decoded = position + 1
+                if j < n and indices[j] == position:
+                    if self.size is None:
+                        self.size = (frame.width, frame.height)
+                    if (frame.width, frame.height) != self.size:  # resolution change mid-stream
+                        rgb = frame.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1])
+                    else:
+                        rgb = frame.to_ndarray(format="rgb24")
+                    start = j
+                    while j < n and indices[j] == position:
+                        j += 1
+                    yield start, j, rgb
+                    if j == n and not self.to_end:
+                        return
+        finally:
+            container.close()
+
+
 def _pyav_decode(av, path: str, indices: np.ndarray) -> tuple[np.ndarray | None, int]:
     """Decode sequentially, keeping only the frames at ``indices`` (non-decreasing).
 
     Returns ``(frames or None, number of frames decoded)``; ``frames`` is None when the stream ended
     before the last wanted index.
     """
-    container, stream = _pyav_open_video(av, path)
     out: np.ndarray | None = None
-    width = height = 0
-    j, n, decoded = 0, len(indices), 0
-    try:
-        for position, frame in _decode_checked(container, stream, path):
-            decoded = position + 1
-            if j < n and indices[j] == position:
-                if out is None:
-                    width, height = frame.width, frame.height
-                    out = np.empty((n, height, width, 3), dtype=np.uint8)
-                if (frame.width, frame.height) != (width, height):  # resolution change mid-stream
-                    rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
-                else:
-                    rgb = frame.to_ndarray(format="rgb24")
-                while j < n and indices[j] == position:  # repeated indices -> repeated frames
-                    out[j] = rgb
-                    j += 1
-            # keep decoding past the last wanted frame: the true frame count is checked by the caller
-    finally:
-        container.close()
-    return (out if j == n else None), decoded
+    filled = 0
+    # keep decoding past the last wanted frame: the true frame count is checked by the caller
+    wanted = _PyAVPass(av, path, indices, to_end=True)
+    for start, stop, rgb in wanted:
+        if out is None:
+            width, height = wanted.size
+            out = np.empty((len(indices), height, width, 3), dtype=np.uint8)
+        out[start:stop] = rgb
+        filled = stop
+    return (out if filled == len(indices) else None), wanted.decoded
 
 
 def _decode_checked(container, stream, path: str):
@@ -303,12 +410,18 @@ def _decode_checked(container, stream, path: str):
         position += 1
 
 
+def _pyav_probe_frames(av, path: str) -> tuple[int, float, float]:
+    """:func:`_pyav_probe`, refusing a stream without packets."""
+    total, fps, container_duration = _pyav_probe(av, path)
+    if total < 1:
+        raise VideoDecodeError(path, "the video stream has no decodable frames")
+    return total, fps, container_duration
+
+
 def _sample_pyav(path: str, rule: IndexRule) -> SampledVideo:
     av = _import_av()
-    try:
-        total, fps, container_duration = _pyav_probe(av, path)
-        if total < 1:
-            raise VideoDecodeError(path, "the video stream has no decodable frames")
+    with _decoder_errors(path, "pyav"):  # av.error.FFmpegError and friends
+        total, fps, container_duration = _pyav_probe_frames(av, path)
         for _attempt in range(2):
             indices = _checked(rule(total, fps), total)
             frames, decoded = _pyav_decode(av, path, indices)
@@ -319,12 +432,7 @@ def _sample_pyav(path: str, rule: IndexRule) -> SampledVideo:
             total = decoded  # the packet count was wrong: trust what the decoder produced
         else:
             raise VideoDecodeError(path, "frame count is unstable between decoding passes")
-    except VideoDecodeError:
-        raise
-    except Exception as err:  # av.error.FFmpegError and friends
-        raise VideoDecodeError(path, f"pyav: {_describe(err)}") from err
-    duration = total / fps if fps > 0 else container_duration
-    return SampledVideo(frames, indices.astype(np.int64), total, fps, float(duration), path, "pyav")
+    return SampledVideo(frames, indices.astype(np.int64), total, fps, _duration(total, fps, container_duration), path, "pyav")
 
 
 def _natural_key(name: str) -> list:
@@ -340,10 +448,15 @@ def _frame_files(path: str) -> list[str]:
     return sorted(files, key=_natural_key)
 
 
+def _folder_frames(path: str, files: list[str], rule: IndexRule) -> tuple[list[str], np.ndarray]:
+    """A folder of frame images as a video: the files in natural order are its frames (frame rate unknown).
+    Returns the frame files' paths and the rule's indices into them."""
+    return [os.path.join(path, f) for f in files], _checked(rule(len(files), 0.0), len(files))
+
+
 def _sample_folder(path: str, files: list[str], rule: IndexRule) -> SampledVideo:
-    """A folder of frame images as a video: the files in natural order are its frames."""
-    indices = _checked(rule(len(files), 0.0), len(files))
-    frames, indices = frames_from_images([os.path.join(path, f) for f in files], indices=indices)
+    paths, indices = _folder_frames(path, files, rule)
+    frames, indices = frames_from_images(paths, indices=indices)
     return SampledVideo(frames, indices, len(files), 0.0, 0.0, path, "frames")
 
 
@@ -366,14 +479,16 @@ def _open_image(item, position: int) -> Image.Image:
         raise ConfigError(f"image {position} of the list is not an image ({type(item).__name__}): {err}") from None
 
 
-def frames_from_images(images: Sequence, num_frames: int | None = None, *, indices=None) -> tuple[np.ndarray, np.ndarray]:
+def frames_from_images(
+    images: Sequence, num_frames: int | None = None, *, indices=None, size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """A list of images (PIL, arrays or image files) as a frame stack, sampled like a video's frames.
 
     With ``num_frames``, the images at :func:`frame_indices` ``(len(images), num_frames)`` are taken (so a
     list longer than ``num_frames`` is thinned uniformly and a shorter one repeats images, exactly as a
     video with that many frames); ``indices`` picks them explicitly. Only the picked images are opened;
-    images of another size than the first picked are resized to it (bicubic).
-    Returns ``(frames uint8 (N, H, W, 3), indices)``.
+    images of another size than ``size`` ``(width, height)`` are resized to it (bicubic); by default
+    ``size`` is the first picked image's. Returns ``(frames uint8 (N, H, W, 3), indices)``.
     """
     if not images:
         raise VideoDecodeError("<images>", "empty image list")
@@ -383,8 +498,10 @@ def frames_from_images(images: Sequence, num_frames: int | None = None, *, indic
     opened: dict[int, Image.Image] = {}
     for i in sorted(set(indices.tolist())):
         opened[i] = _open_image(images[i], i).convert("RGB")
-    size = opened[int(indices[0])].size
-    frames = np.stack([np.asarray(opened[i] if opened[i].size == size else opened[i].resize(size, Image.BICUBIC)) for i in indices.tolist()])
+    size = tuple(size) if size is not None else opened[int(indices[0])].size
+    frames = np.stack(
+        [np.asarray(opened[i] if opened[i].size == size else opened[i].resize(size, Image.BICUBIC)) for i in indices.tolist()]
+    )
     return frames, indices
 
 
@@ -402,6 +519,15 @@ def sample_frames(path: str | os.PathLike, num_frames: int | None, backend: str 
     if rule is None:
         num_frames = _check_count("num_frames", num_frames)
         rule = lambda total, fps: frame_indices(total, num_frames)  # noqa: E731 - the default rule
+    path, files = _resolve_source(path, backend)
+    if files is not None:
+        return _sample_folder(path, files, rule)
+    return _with_backend(path, backend, lambda: _sample_decord(path, rule), lambda: _sample_pyav(path, rule))
+
+
+def _resolve_source(path: str | os.PathLike, backend: str) -> tuple[str, list[str] | None]:
+    """Check ``backend`` and ``path``: ``(path as str, frame files)`` for a folder of frame images,
+    ``(path, None)`` for a file that may be a video; VideoDecodeError for anything else."""
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     path = os.fspath(path)
@@ -411,23 +537,165 @@ def sample_frames(path: str | os.PathLike, num_frames: int | None, backend: str 
         files = _frame_files(path)
         if not files:
             raise VideoDecodeError(path, f"is a directory without frame images ({', '.join(FRAME_EXTENSIONS)}), not a video")
-        return _sample_folder(path, files, rule)
+        return path, files
     _check_file(path)
+    return path, None
 
+
+def _with_backend(path: str, backend: str, via_decord: Callable[[], Any], via_pyav: Callable[[], Any]):
+    """Run ``via_decord`` or ``via_pyav`` as ``backend`` says; ``"auto"``: decord, then PyAV when decord is
+    missing or raises VideoDecodeError (both causes are named if PyAV fails too). An explicitly requested
+    backend that is not installed is a ConfigError."""
     if backend != "auto":
-        sampler = _sample_decord if backend == "decord" else _sample_pyav
         try:
-            return sampler(path, rule)
+            return via_decord() if backend == "decord" else via_pyav()
         except _BackendUnavailable as err:
             raise ConfigError(f"video backend {backend!r} is unavailable: {err}") from err
 
     try:
-        return _sample_decord(path, rule)
+        return via_decord()
     except (_BackendUnavailable, VideoDecodeError) as err:
         first = err.cause if isinstance(err, VideoDecodeError) else str(err)
     try:
-        return _sample_pyav(path, rule)
+        return via_pyav()
     except VideoDecodeError as err:
         raise VideoDecodeError(path, f"{err.cause} (decord also failed: {first})") from err
     except _BackendUnavailable as err:
         raise VideoDecodeError(path, f"no usable backend: {first}; {err}") from err
+
+
+# ------------------------------------------------------------------------------------------ streaming
+@dataclass(eq=False)
+class FrameStream:
+    """The frames a rule picks from one video, decoded ``chunk_size`` at a time (see "Streaming" above).
+
+    Made by :func:`open_stream`. :meth:`chunks` yields ``(indices_chunk, frames_chunk)`` in order: int64
+    source indices and uint8 RGB frames ``(k, H, W, 3)``, ``k <= chunk_size``; concatenated they are the
+    frames :func:`sample_frames` returns for the same rule and backend (PyAV: when its packet count is right,
+    see below; :func:`sample_frames` then makes a second pass, a stream does not). Only one chunk is held at a time.
+
+    decord and frame folders deliver every index or raise. PyAV's frame count is the packet count, which
+    can exceed the frames the decoder actually produces: the pass then ends early, the remaining indices
+    are not delivered, and ``delivered`` says how many were. The caller must therefore use the indices
+    that came with the chunks (``indices[:delivered]`` after a full pass), not ``indices``.
+
+    Use as a context manager, or call :meth:`close`, to release the decoder.
+    """
+
+    path: str
+    backend: str  #: the decoder actually used: "decord", "pyav" or "frames" (a folder of images)
+    total_frames: int  #: frames in the video (PyAV: its packet count, see the module docstring)
+    fps: float  #: average frame rate (0.0 when unknown)
+    duration: float  #: seconds, ``total_frames / fps`` (PyAV: container duration when fps is unknown)
+    indices: np.ndarray  #: int64 ``(N,)``, non-decreasing: the rule's source indices, in delivery order
+    chunk_size: int = 16  #: most frames per chunk
+    delivered: int = 0  #: indices delivered so far by the latest :meth:`chunks` pass
+    _reader: Any = field(default=None, repr=False)  # decord's VideoReader
+    _first: np.ndarray | None = field(default=None, repr=False)  # decord, frames: the first chunk, read when opened
+    _files: list[str] | None = field(default=None, repr=False)  # frames: the frame files
+    _size: tuple[int, int] | None = field(default=None, repr=False)  # frames: (width, height) of every frame
+    _passes: weakref.WeakSet = field(default_factory=weakref.WeakSet, repr=False)  # running chunks() generators
+    _closed: bool = field(default=False, repr=False)
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(indices_chunk int64 (k,), frames_chunk uint8 (k, H, W, 3))`` for consecutive slices
+        of ``indices``, ``k <= chunk_size`` (only PyAV's last chunk may stop short, see the class docstring).
+        Each call is a new pass from the start. Raises :class:`VideoDecodeError` naming the path when
+        decoding fails."""
+        if self._closed:
+            raise ValueError(f"the frame stream of {self.path!r} is closed")
+        self.delivered = 0
+        chunks = self._pyav_chunks() if self.backend == "pyav" else self._batched_chunks()
+        self._passes.add(chunks)
+        return chunks
+
+    def _batched_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """decord: one ``get_batch`` per chunk; frames: the chunk's files, resized to the first frame's size."""
+        for begin in range(0, len(self.indices), self.chunk_size):
+            idx = self.indices[begin : begin + self.chunk_size]
+            if begin == 0 and self._first is not None:  # read when opened; held only until the first pass takes it
+                frames, self._first = self._first, None
+            elif self.backend == "decord":
+                with _decoder_errors(self.path, "decord"):
+                    frames = _decord_batch(self._reader, idx, self.path)
+            else:
+                frames = frames_from_images(self._files, indices=idx, size=self._size)[0]
+            self.delivered = begin + len(idx)
+            yield idx.copy(), frames
+
+    def _pyav_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One sequential decoding pass, stopping after the last wanted frame; a chunk is yielded when full."""
+        indices, n = self.indices, len(self.indices)
+        buf: np.ndarray | None = None  # the chunk being filled: indices[begin : begin + len(buf)]
+        begin = filled = 0
+        with _decoder_errors(self.path, "pyav"):
+            wanted = _PyAVPass(_import_av(), self.path, indices, to_end=False)
+            for start, stop, rgb in wanted:
+                filled = stop
+                while start < stop:  # repeated indices may run across a chunk boundary
+                    if buf is None:
+                        buf = np.empty((min(self.chunk_size, n - begin), *rgb.shape), dtype=np.uint8)
+                    end = min(stop, begin + len(buf))
+                    buf[start - begin : end - begin] = rgb
+                    start = end
+                    if end == begin + len(buf):
+                        self.delivered = end
+                        yield indices[begin:end].copy(), buf
+                        buf, begin = None, end
+        if buf is not None:  # the stream ended before the last wanted index
+            self.delivered = filled
+            yield indices[begin:filled].copy(), buf[: filled - begin]
+
+    def close(self) -> None:
+        """Stop any running :meth:`chunks` pass and release the decoder."""
+        for chunks in list(self._passes):
+            chunks.close()
+        self._reader = self._first = None
+        self._closed = True
+
+    def __enter__(self) -> FrameStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_stream(path: str | os.PathLike, rule: IndexRule, backend: str = "auto", chunk_size: int = 16) -> FrameStream:
+    """Open the video at ``path`` for streaming the frames ``rule(total_frames, fps) -> indices``
+    (non-decreasing, in ``[0, total)``; e.g. ``lambda t, f: rate_indices(t, f, 1.0)``) in chunks of at most
+    ``chunk_size`` frames (:meth:`FrameStream.chunks`).
+
+    ``backend`` as in :func:`sample_frames`: ``"decord"`` (one ``VideoReader``, one ``get_batch`` per
+    chunk; the first chunk is read here), ``"pyav"`` (a demux-only probe here, one sequential decoding
+    pass per :meth:`~FrameStream.chunks` call), or ``"auto"`` (decord, falling back to PyAV when decord is
+    missing or fails to open the file or read the first chunk; a later failure is a VideoDecodeError). A
+    folder of frame images is read as a video whatever ``backend`` says. Raises the same errors as
+    :func:`sample_frames` for unreadable input and bad arguments.
+    """
+    chunk_size = _check_count("chunk_size", chunk_size)
+    if not callable(rule):
+        raise ConfigError(f"rule must be a callable (total_frames, fps) -> indices, got {type(rule).__name__}")
+    path, files = _resolve_source(path, backend)
+    if files is not None:
+        paths, indices = _folder_frames(path, files, rule)
+        first = frames_from_images(paths, indices=indices[:chunk_size])[0]
+        size = (first.shape[2], first.shape[1])  # the first frame's, as sample_frames resizes
+        return FrameStream(path, "frames", len(files), 0.0, 0.0, indices, chunk_size, _first=first, _files=paths, _size=size)
+    return _with_backend(path, backend, lambda: _open_decord(path, rule, chunk_size), lambda: _open_pyav(path, rule, chunk_size))
+
+
+def _open_decord(path: str, rule: IndexRule, chunk_size: int) -> FrameStream:
+    decord = _import_decord()
+    with _decoder_errors(path, "decord"):
+        reader, total, fps = _decord_open(decord, path)
+        indices = _checked(rule(total, fps), total)
+        first = _decord_batch(reader, indices[:chunk_size], path)
+    return FrameStream(path, "decord", total, fps, _duration(total, fps), indices, chunk_size, _reader=reader, _first=first)
+
+
+def _open_pyav(path: str, rule: IndexRule, chunk_size: int) -> FrameStream:
+    av = _import_av()
+    with _decoder_errors(path, "pyav"):
+        total, fps, container_duration = _pyav_probe_frames(av, path)
+        indices = _checked(rule(total, fps), total)
+    return FrameStream(path, "pyav", total, fps, _duration(total, fps, container_duration), indices, chunk_size)
