@@ -42,6 +42,10 @@ class CoSTrace:
     frame_times: list[float] | None = None  #: seconds of each sampled frame, when the sampling rule states them
     duration: float | None = None  #: seconds
     num_frames: int = 0  #: frames sampled (n)
+    #: a frame selector's work (None: the backend's own sampling rule): method, model, query, candidate_fps,
+    #: candidates (source frame of each candidate), scores (one per candidate), selected (candidate positions chosen),
+    #: requested, params, note, groups (Q-Frame), fallback (why the backend's rule was used instead), cache_hit, timings
+    selector: dict | None = None
     # -- grounding (CoS only; None for the baseline)
     scorer: str | None = None  #: scorer name ("llava", "self", "uniform", "oracle", ...)
     shot_size: int | None = None  #: frames per mosaic (k)

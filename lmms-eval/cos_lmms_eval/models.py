@@ -298,7 +298,7 @@ class VideoModel(lmms):
         answers: list[str] = []
         run: Counter = Counter()
         bar = tqdm(total=len(requests), disable=self.rank != 0, desc=f"{type(self).__name__} answering")
-        with Prefetcher(requests, self._resolve_ahead, self.engine.prepare, self.opts.run.prefetch) as ahead:
+        with Prefetcher(requests, self._resolve_ahead, lambda job: self.engine.prepare(*job), self.opts.run.prefetch) as ahead:
             for index, request in enumerate(requests):
                 if _padding(request):
                     answers.append("")  # lmms-eval drops padding answers; don't spend a forward on them
@@ -343,7 +343,7 @@ class VideoModel(lmms):
             self.engine.check_question(resolved.context, self.opts.backend.max_frames_num)
         except CosError:  # refused in its turn, before decoding, as in a serial run
             return resolved, None
-        return resolved, resolved.visual
+        return resolved, (resolved.visual, resolved.context)  # a selector chooses the frames for the question
 
     def resolve(self, context, gen_kwargs, doc_to_visual, doc_id, task, split) -> Resolved:
         """A request's visual (the task's ``doc_to_visual``), the prompt and generation kwargs it is answered

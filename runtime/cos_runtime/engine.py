@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cos import options as opt
-from cos.cache import ScoreCache, file_identity, make_key
+from cos.cache import JsonDirCache, ScoreCache, file_identity, make_key
 from cos.device import normalise_device, resolve_dtype
 from cos.errors import ConfigError, ContextBudgetError, EmptyQuestionError
 from cos.pipeline import Answer, CoSPipeline, GenerationOptions, check_frames
 from cos.protocol import VideoInfo
+from cos.selector import FrameSelector, frame_times
 from cos.trace import StageTimer
-from cos.video import frames_from_images
+from cos.video import frames_from_images, sample_frames
 from cos_runtime import registry
 from cos_runtime.options import ModelOptions
 
@@ -65,6 +66,10 @@ class Engine:
         self.pipeline = CoSPipeline(self.backend, scorer, opts.cos)
         if self.method == "cos" and run.score_cache_dir and opts.scorer.scorer != "uniform":
             self.pipeline.score_cache = ScoreCache(run.score_cache_dir)
+        self.selector = None  # selector=uniform: the backend's own sampling rule
+        if opts.selector.active:
+            cache = JsonDirCache(run.score_cache_dir) if run.score_cache_dir else None
+            self.selector = FrameSelector(opts.selector, device=self.backend.device, cache=cache)
 
     @property
     def facts(self):
@@ -119,31 +124,52 @@ class Engine:
                 f"and answer something else (question of {len(question)} characters)"
             )
 
-    def load_frames(self, visual, timer: StageTimer) -> tuple[np.ndarray, dict]:
-        """A video path (or a one-element list of it), or a list of images -> frames and video facts."""
+    def load_frames(self, visual, timer: StageTimer, question: str | None = None) -> tuple[np.ndarray, dict]:
+        """A video path (or a one-element list of it), or a list of images -> frames and video facts. With a
+        selector (not ``uniform``), a video's frames are the ones it chooses for ``question``."""
         if isinstance(visual, (list, tuple)) and len(visual) == 1 and isinstance(visual[0], (str, os.PathLike)):
             visual = visual[0]
-        with timer("decode_video"):
-            if isinstance(visual, (str, os.PathLike)):
-                video = self.module.sample_frames(visual, self.opts.backend)
-                info = {"video": str(visual), "frame_indices": video.indices.tolist(), "total_frames": int(video.total_frames),
-                        "fps": float(video.fps), "duration": float(video.duration), "decoder": video.backend}
-                if video.times is not None:
-                    info["frame_times"] = [float(t) for t in video.times]
-                return video.frames, info
-            if isinstance(visual, (list, tuple)):
+        if isinstance(visual, (str, os.PathLike)):
+            chosen = None
+            if self.selector is not None:
+                if question is None:
+                    raise ConfigError("a frame selector chooses frames for a question, but none was given")
+                chosen = self.selector.select(visual, question, self.opts.backend.max_frames_num,
+                                              decoder=self.opts.backend.video_decode_backend)
+            with timer("decode_video"):
+                if chosen is None or chosen.indices is None:
+                    video = self.module.sample_frames(visual, self.opts.backend)
+                else:
+                    picked = chosen.indices
+                    video = sample_frames(visual, None, backend=chosen.decoder or self.opts.backend.video_decode_backend,
+                                          rule=lambda total, fps: picked)
+                    video.times = frame_times(picked, video.fps)
+            info = {"video": str(visual), "frame_indices": video.indices.tolist(), "total_frames": int(video.total_frames),
+                    "fps": float(video.fps), "duration": float(video.duration), "decoder": video.backend}
+            if video.times is not None:
+                info["frame_times"] = [float(t) for t in video.times]
+            if chosen is not None:
+                info["selector"] = chosen.to_trace()
+                for stage, seconds in chosen.timings.items():
+                    timer.add(stage, seconds)
+            return video.frames, info
+        if isinstance(visual, (list, tuple)):
+            if self.selector is not None:
+                raise ConfigError(f"selector={self.opts.selector.selector} chooses frames of a video file or frame folder; this visual is "
+                                  f"a list of {len(visual)} images (use selector=uniform)")
+            with timer("decode_video"):
                 frames, indices = frames_from_images(visual, self.opts.backend.max_frames_num)
-                return frames, {"video": None, "frame_indices": indices.tolist(), "total_frames": len(visual), "decoder": "images"}
+            return frames, {"video": None, "frame_indices": indices.tolist(), "total_frames": len(visual), "decoder": "images"}
         raise ConfigError(f"unsupported visual of type {type(visual).__name__}: expected a video path or a list of images")
 
-    def prepare(self, visual) -> PreparedVisual:
-        """Decode ``visual`` and preprocess its frames into host memory (any thread; nothing touches the GPU):
-        what :meth:`answer` does first, done ahead. Only a decoding error is kept (raised by :meth:`answer` in the
+    def prepare(self, visual, question: str | None = None) -> PreparedVisual:
+        """Decode ``visual`` (its frames chosen for ``question`` when there is a selector) and preprocess its frames
+        into host memory (any thread; nothing touches the GPU): what :meth:`answer` does first, done ahead. Only a decoding error is kept (raised by :meth:`answer` in the
         sample's turn, where the serial path raises it); frames the pipeline refuses, or whose preprocessing fails,
         are left unprocessed, so the sample's turn does it, and fails, exactly as without prefetching."""
         timer = StageTimer(None)
         try:
-            frames, info = self.load_frames(visual, timer)
+            frames, info = self.load_frames(visual, timer, question)
         except Exception as err:  # noqa: BLE001 - re-raised by answer(), in the sample's turn
             return PreparedVisual(timings=dict(timer.timings), error=err)
         pixels = None
@@ -165,7 +191,7 @@ class Engine:
         self.check_question(question, self.opts.backend.max_frames_num)
         pixels = None
         if prepared is None:
-            frames, info = self.load_frames(visual, timer)
+            frames, info = self.load_frames(visual, timer, question)
         else:
             if hasattr(prepared, "result"):  # a future: wait for the background thread
                 with timer("prefetch_wait"):

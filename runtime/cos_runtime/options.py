@@ -5,6 +5,7 @@ belongs to exactly one group, declared once with its reader and help (:mod:`cos.
 
 * :class:`RunOptions` — where and how it runs: device, dtype, traces, caches (this module);
 * the backend's ``Options`` — checkpoint, frame count, decoder, ... (``cos_runtime.backends.<name>``);
+* :class:`cos.selector.SelectorConfig` — which frames the model sees (every model; ``uniform``: the backend's rule);
 * :class:`cos.pipeline.CoSConfig` and :class:`cos.scoring.ScorerConfig` — the method (CoS models only).
 
 An unknown name or a bad value fails at start-up with the list of valid names.
@@ -21,6 +22,7 @@ from cos.device import DTYPES
 from cos.errors import ConfigError
 from cos.pipeline import METHODS, CoSConfig
 from cos.scoring import ScorerConfig
+from cos.selector import SelectorConfig
 
 
 def _batch_size(name: str, value: Any) -> int:
@@ -68,6 +70,7 @@ class ModelOptions:
     method: str
     run: RunOptions
     backend: Any
+    selector: SelectorConfig
     cos: CoSConfig | None = None
     scorer: ScorerConfig | None = None
 
@@ -75,7 +78,7 @@ class ModelOptions:
     def groups(backend_options: type, method: str) -> dict[str, type]:
         if method not in METHODS:
             raise ConfigError(f"method must be one of {list(METHODS)}, got {method!r}")
-        groups = {"run": RunOptions, "backend": backend_options}
+        groups = {"run": RunOptions, "backend": backend_options, "selector": SelectorConfig}
         if method == "cos":
             groups.update(cos=CoSConfig, scorer=ScorerConfig)
         return groups
@@ -98,7 +101,8 @@ class ModelOptions:
         Devices, batch sizes, chunk sizes and output locations are left out, so a run resumed on another
         number of processes (cuda:0 vs cuda:1) or with another trace directory reuses what was answered.
         """
-        out = {"backend": self.backend_name, "method": self.method, **opt.identity(self.run), **opt.identity(self.backend)}
+        out = {"backend": self.backend_name, "method": self.method, **opt.identity(self.run), **opt.identity(self.backend),
+               **self.selector.identity()}
         for part in (self.cos, self.scorer):
             if part is not None:
                 out.update(opt.identity(part))
@@ -106,9 +110,9 @@ class ModelOptions:
 
     def __getattr__(self, name: str):
         """``opts.max_frames_num`` etc.: the one group that declares ``name`` (names are unique across groups)."""
-        if name.startswith("__") or name in ("run", "backend", "cos", "scorer", "backend_name", "method"):
+        if name.startswith("__") or name in ("run", "backend", "selector", "cos", "scorer", "backend_name", "method"):
             raise AttributeError(name)
-        for part in (self.run, self.backend, self.cos, self.scorer):
+        for part in (self.run, self.backend, self.selector, self.cos, self.scorer):
             if part is not None and name in {f.name for f in opt.dataclass_fields(part)}:
                 return getattr(part, name)
         raise AttributeError(f"no option {name!r}")

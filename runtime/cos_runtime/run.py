@@ -2,7 +2,7 @@
 
 Uses the same :class:`~cos_runtime.engine.Engine` as the lmms-eval models, so a sample answered here is
 answered the same way inside an evaluation run. Its option flags are generated from the option
-dataclasses (the backend's, the method's, the scorer's, the run's): ``--max-frames-num`` (alias
+dataclasses (the backend's, the method's, the scorer's, the frame selector's, the run's): ``--max-frames-num`` (alias
 ``--frames``), ``--shot-size``, ``--negative-order``, ... — the same names as ``model_args``.
 """
 
@@ -13,6 +13,7 @@ import json
 from cos import options as opt
 from cos.pipeline import CoSConfig, GenerationOptions
 from cos.scoring import ScorerConfig
+from cos.selector import SelectorConfig
 from cos.trace import write_trace
 from cos_runtime import registry
 from cos_runtime.options import RunOptions
@@ -30,7 +31,8 @@ def run_command(args) -> int:
     module = registry.load_module(spec)
     backend_options = module.Options
     # a backend may start `cos run` from its documented command rather than from lmms-eval's defaults
-    values = {**getattr(module, "CLI_DEFAULTS", {}), **_values(args, RunOptions), **_values(args, backend_options)}
+    values = {**getattr(module, "CLI_DEFAULTS", {}), **_values(args, RunOptions), **_values(args, backend_options),
+              **_values(args, SelectorConfig)}
     foreign = sorted(set(vars(args)) & set(args._option_names) - set(values) - {f.name for f in opt.dataclass_fields(CoSConfig)}
                      - {f.name for f in opt.dataclass_fields(ScorerConfig)})
     if foreign:
@@ -67,6 +69,7 @@ def add_parser(subparsers):
                 (f"; with --backend {spec.name} unset flags start from " + ", ".join(f"{k}={v}" for k, v in starts.items()) if starts else ""))
         names += opt.add_arguments(p, module.Options, skip=names, title=f"{spec.name} options", description=note if names else None)
     names += opt.add_arguments(p, RunOptions, skip=names, title="run options")
+    names += opt.add_arguments(p, SelectorConfig, skip=names, title="frame selector options (both methods)")
     names += opt.add_arguments(p, CoSConfig, skip=names, title="CoS options (--method cos)")
     names += opt.add_arguments(p, ScorerConfig, skip=names, title="scorer options (--method cos)")
     p.set_defaults(func=run_command, _option_names=names)
