@@ -1,8 +1,21 @@
 """``cos show``: one picture of what CoS did to one sample (the "shot strip").
 
 The strip is a PNG. Its header names the method, α, the scorer, how many frames were marked relevant,
-the question and the answer. Below it, the sampled frames in order, wrapped ``per_row`` to a block;
-each block has three rows:
+the question and the answer (a baseline trace whose frames a selector chose is titled "baseline (frames
+chosen by …)"). When the trace has a ``selector`` record, a **selector panel** follows the header (full
+strip width, ``SELECTOR_H`` pixels):
+
+* a caption line: the selector, its scoring model, how many of how many candidates it chose at which
+  candidate rate, the rule's parameters (and Q-Frame's resolution groups), whether the scores came from
+  the cache, the selector's seconds and the query; below it, in red, why the backend's own sampling rule
+  was used instead (``fallback``: the X row then shows the uniform frames) or the rule's ``note``;
+* the candidates' scores over the candidate positions (time left → right, position ``p`` of ``m`` in the
+  slot ``[p·w/m, (p+1)·w/m)`` of the plot width ``w``), min–max scaled (the extremes are printed on the
+  left), as thin bars where a slot is at least 3 px wide, else as a curve; "not scored" when ``scores``
+  is None. With a ground-truth span (``truth``) the slots of the candidates inside it are shaded blue;
+* under the plot, an orange tick (1–3 px wide) centred on each candidate the selector chose (``selected``).
+
+Below it, the sampled frames in order, wrapped ``per_row`` to a block; each block has three rows:
 
 * **X** — the sampled frames. Border green: relevant (binary code 1); red: irrelevant (0); grey: the
   frame belongs to no scored shot (a leftover). Under each frame a bar shows the score of its shot
@@ -21,8 +34,8 @@ Without frames (``cos show`` without ``--video``) each frame is a grey placehold
 indices, so the strip still shows the code, the scores and the maps.
 
 The picture is drawn with Pillow using matplotlib's bundled DejaVu Sans font. Its pixel size depends
-only on the number of frames, whether the trace has a code, ``thumb``, ``per_row`` and the frames'
-aspect ratio (:func:`strip_size`).
+only on the number of frames, whether the trace has a code and a selector panel, ``thumb``, ``per_row``
+and the frames' aspect ratio (:func:`strip_size`).
 """
 
 from __future__ import annotations
@@ -59,6 +72,11 @@ LEGEND_GAP = 6
 LEGEND_H = 18
 MIN_WIDTH = 640  #: so that the header stays readable for short traces
 PER_ROW = 16  #: frames per block (row wrap)
+SEL_CAPTION_LINES = 2  #: selector panel: the caption line and the fallback / note line
+SEL_SCORE_H = 44  #: selector panel: height of the score plot
+SEL_TICK_H = 12  #: selector panel: the row of ticks under the plot (one per chosen candidate)
+SEL_GAP = 8  #: selector panel: gap below it
+SELECTOR_H = SEL_CAPTION_LINES * LINE_H + SEL_SCORE_H + SEL_TICK_H + SEL_GAP  #: the whole panel (only with a selector)
 
 # -- colours -------------------------------------------------------------------------------------
 BG = (255, 255, 255)
@@ -74,6 +92,8 @@ BAR_BG = (228, 228, 228)
 BAR_RELEVANT = (130, 205, 140)  #: score bar fill (light, so that the number on it stays readable)
 BAR_IRRELEVANT = (240, 150, 150)
 NOTE = (190, 0, 0)
+SEL_SCORE = (120, 145, 190)  #: candidate scores (bars or curve) in the selector panel
+SEL_TICK = (235, 120, 0)  #: ticks of the candidates the selector chose
 
 
 @cache
@@ -99,15 +119,22 @@ def tile_height(thumb: int, frame_shape: tuple[int, ...] | None) -> int:
     return int(min(2 * thumb, max(thumb // 2, round(thumb * h / max(w, 1)))))
 
 
-def strip_size(n: int, *, has_code: bool, thumb: int = 96, tile_h: int | None = None, per_row: int = PER_ROW) -> tuple[int, int]:
-    """(width, height) in pixels of the strip of ``n`` frames."""
+def strip_size(n: int, *, has_code: bool, thumb: int = 96, tile_h: int | None = None, per_row: int = PER_ROW,
+               has_selector: bool = False) -> tuple[int, int]:
+    """(width, height) in pixels of the strip of ``n`` frames (``has_selector``: with the selector panel, ``SELECTOR_H`` taller).
+
+    >>> strip_size(8, has_code=True)
+    (848, 522)
+    >>> strip_size(8, has_code=True, has_selector=True)[1] - 522 == SELECTOR_H
+    True
+    """
     tile_h = thumb if tile_h is None else tile_h
     cols = min(n, per_row)
     blocks = math.ceil(n / per_row)
     width = max(MIN_WIDTH, 2 * MARGIN + LABEL_W + cols * thumb + (cols - 1) * GAP)
     x_row = tile_h + (BAR_H if has_code else 0) + TAG_H
     block = x_row + (2 * (ROW_GAP + tile_h + TAG_H) if has_code else 0)
-    height = HEADER_H + blocks * block + (blocks - 1) * BLOCK_GAP + LEGEND_GAP + LEGEND_H + MARGIN
+    height = HEADER_H + (SELECTOR_H if has_selector else 0) + blocks * block + (blocks - 1) * BLOCK_GAP + LEGEND_GAP + LEGEND_H + MARGIN
     return width, height
 
 
@@ -139,6 +166,130 @@ def _check_trace(trace: CoSTrace) -> tuple[int, bool]:
             if bad:
                 raise ConfigError(f"trace {key} has entries outside [-1, {n}): {bad[:5]}")
     return n, has_code
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_selector(selector) -> dict | None:
+    """The trace's ``selector`` with its lists checked (None when there is none): ``candidates`` a list of ints,
+    ``scores`` None or one number per candidate, ``selected`` None or candidate positions in ``[0, len(candidates))``."""
+    if not isinstance(selector, dict):
+        return None
+    candidates = selector.get("candidates") or []
+    if not isinstance(candidates, list) or not all(_is_int(c) for c in candidates):
+        raise ConfigError(f"trace selector candidates must be a list of source frame indices, got {candidates!r:.80}")
+    m = len(candidates)
+    scores = selector.get("scores")
+    if scores is not None and (not isinstance(scores, list) or len(scores) != m
+                               or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in scores)):
+        raise ConfigError(f"trace selector scores must be None or {m} numbers (one per candidate), got {scores!r:.80}")
+    selected = selector.get("selected")
+    if selected is not None and (not isinstance(selected, list) or not all(_is_int(p) and 0 <= p < m for p in selected)):
+        raise ConfigError(f"trace selector selected must be None or candidate positions in [0, {m}), got {selected!r:.80}")
+    return selector
+
+
+def _num_text(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _selector_caption(sel: dict) -> str:
+    """One line: ``selector: bolt · model clip-vit-large-patch14 · 128 of 3600 candidates at 1 fps · power 3 · …``."""
+    m = len(sel.get("candidates") or [])
+    selected = sel.get("selected")
+    requested = sel.get("requested")
+    parts = [f"selector: {sel.get('method') or '?'}"]
+    model = sel.get("model")
+    if model:
+        parts.append(f"model {str(model).rstrip('/').rsplit('/', 1)[-1]}")
+    fps = sel.get("candidate_fps")
+    rate = f" at {_num_text(float(fps))} fps" if isinstance(fps, (int, float)) and not isinstance(fps, bool) else ""
+    if selected is None:
+        parts.append(f"{m} candidates{rate}" + (f" for {requested} frames" if requested is not None else "") + ", none chosen")
+    else:
+        short = f" ({requested} requested)" if _is_int(requested) and requested != len(selected) else ""
+        parts.append(f"{len(selected)} of {m} candidates{rate}{short}")
+    params = sel.get("params") or {}
+    if isinstance(params, dict):
+        parts += [f"{k} {_num_text(v)}" for k, v in params.items() if v is not None]
+    groups = sel.get("groups")
+    if isinstance(groups, dict) and groups:
+        parts.append("groups " + " / ".join(f"{k} {len(v) if isinstance(v, list) else v}" for k, v in groups.items()))
+    if sel.get("cache_hit"):
+        parts.append("scores from the cache")
+    seconds = [v for v in (sel.get("timings") or {}).values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if seconds:
+        parts.append(f"{sum(seconds):.2f} s")
+    query = " ".join(str(sel.get("query") or "").split())
+    if query:
+        parts.append(f'query "{query}"')
+    return " · ".join(parts)
+
+
+def _draw_selector(draw: ImageDraw.ImageDraw, sel: dict, top: int, width: int, truth: tuple[int, int] | None) -> None:
+    """The selector panel (see the module docstring) from ``top`` down, ``SELECTOR_H`` high."""
+    text_w = width - 2 * MARGIN
+    draw.text((MARGIN, top), _fit(draw, _selector_caption(sel), _font(11, True), text_w), fill=TEXT, font=_font(11, True))
+    why = f"fallback: {sel['fallback']}" if sel.get("fallback") else sel.get("note")
+    if why:
+        draw.text((MARGIN, top + LINE_H), _fit(draw, str(why), _font(11), text_w), fill=NOTE, font=_font(11))
+    left, right = MARGIN + LABEL_W, width - MARGIN
+    plot_w = right - left
+    plot_top = top + SEL_CAPTION_LINES * LINE_H
+    plot_bottom = plot_top + SEL_SCORE_H  # first pixel row of the tick row
+    tick_bottom = plot_bottom + SEL_TICK_H
+    candidates = sel.get("candidates") or []
+    m = len(candidates)
+    small = _font(9)
+    draw.rectangle([left, plot_top, right - 1, tick_bottom - 1], outline=BAR_BG)
+    draw.line([(left, plot_bottom), (right - 1, plot_bottom)], fill=BAR_BG)
+    draw.text((MARGIN + LABEL_W / 2, plot_bottom + SEL_TICK_H / 2), "sel", fill=TEXT, font=_font(10, True), anchor="mm")
+    if not m:
+        draw.text(((left + right) / 2, (plot_top + plot_bottom) / 2), "no candidates", fill=MUTED, font=_font(11), anchor="mm")
+        return
+
+    def slot(p: int) -> tuple[int, int]:  # [x0, x1] of candidate p, at least one pixel
+        x0 = left + math.floor(p * plot_w / m)
+        return x0, max(x0, left + math.floor((p + 1) * plot_w / m) - 1)
+
+    if truth is not None:
+        for p, f in enumerate(candidates):
+            if truth[0] <= f < truth[1]:
+                x0, x1 = slot(p)
+                draw.rectangle([x0, plot_top + 1, x1, tick_bottom - 2], fill=TRUTH)
+    scores = sel.get("scores")
+    finite = [(p, float(v)) for p, v in enumerate(scores or []) if math.isfinite(float(v))]
+    if scores is None or not finite:
+        draw.text(((left + right) / 2, (plot_top + plot_bottom) / 2), "not scored" if scores is None else "no finite score",
+                  fill=MUTED, font=_font(11), anchor="mm")
+    else:
+        lo, hi = min(v for _, v in finite), max(v for _, v in finite)
+        span = SEL_SCORE_H - 4
+
+        def y_of(v: float) -> int:
+            frac = (v - lo) / (hi - lo) if hi > lo else 0.5
+            return plot_bottom - 2 - round(frac * span)
+
+        if plot_w / m >= 3:
+            for p, v in finite:
+                x0, x1 = slot(p)
+                draw.rectangle([x0 + 1, y_of(v), x1 - 1, plot_bottom - 1], fill=SEL_SCORE)
+        else:
+            points = [(left + math.floor((p + 0.5) * plot_w / m), y_of(v)) for p, v in finite]
+            if len(points) == 1:
+                draw.point(points, fill=SEL_SCORE)
+            else:
+                draw.line(points, fill=SEL_SCORE, width=1)
+        draw.text((left - 3, plot_top + 1), f"{hi:.3g}", fill=MUTED, font=small, anchor="ra")
+        draw.text((left - 3, plot_bottom - 1), f"{lo:.3g}", fill=MUTED, font=small, anchor="rd")
+    tick_w = max(1, min(3, plot_w // m - 1))
+    for p in sel.get("selected") or []:
+        x = left + math.floor((p + 0.5) * plot_w / m) - (tick_w - 1) // 2
+        draw.rectangle([x, plot_bottom + 2, x + tick_w - 1, tick_bottom - 2], fill=SEL_TICK)
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
@@ -218,10 +369,11 @@ class _Tiles:
         return tile
 
 
-def _legend(draw: ImageDraw.ImageDraw, x: int, y: int, has_code: bool, truth: bool) -> None:
+def _legend(draw: ImageDraw.ImageDraw, x: int, y: int, has_code: bool, truth: bool, has_selector: bool = False) -> None:
     font = _font(11)
-    items = [(RELEVANT, "relevant"), (IRRELEVANT, "irrelevant"), (UNSCORED, "in no shot"),
-             (REPLACED, "replaced by #j (←j)"), ((0, 0, 0), "black frame")] if has_code else []
+    items = [(SEL_TICK, "chosen by the selector")] if has_selector else []
+    items += [(RELEVANT, "relevant"), (IRRELEVANT, "irrelevant"), (UNSCORED, "in no shot"),
+              (REPLACED, "replaced by #j (←j)"), ((0, 0, 0), "black frame")] if has_code else []
     if truth:
         items.append((TRUTH, "in the answer span"))
     items.append((PLACEHOLDER, "#i sampled frame · fN source frame"))
@@ -241,10 +393,12 @@ def render_strip(trace: CoSTrace | dict, frames: np.ndarray | None, out_path, th
     ``frames``: uint8 ``(n, H, W, 3)``, the sampled frames in trace order (``len(frame_indices)`` of
     them), or None for placeholder tiles. ``note``: an extra (red) header line, e.g. a warning.
     ``truth``: source-frame span ``[start, end)`` where the answer is (the needle); the X tags of the
-    sampled frames inside it are drawn blue.
+    sampled frames inside it are drawn blue, and so are the candidates inside it in the selector panel.
+    The selector panel is drawn when ``trace.selector`` is a dict (its lists are checked: ConfigError).
     """
     trace = _as_trace(trace)
     n, has_code = _check_trace(trace)
+    sel = _check_selector(trace.selector)
     if thumb < 16 or per_row < 1:
         raise ConfigError(f"thumb must be >= 16 and per_row >= 1, got thumb={thumb}, per_row={per_row}")
     if frames is not None:
@@ -252,7 +406,7 @@ def render_strip(trace: CoSTrace | dict, frames: np.ndarray | None, out_path, th
         if frames.ndim != 4 or frames.shape[0] != n or frames.shape[-1] != 3:
             raise ConfigError(f"frames must be (n={n}, H, W, 3) — one per sampled frame of the trace — got shape {frames.shape}")
     tile_h = tile_height(thumb, None if frames is None else frames.shape[1:])
-    width, height = strip_size(n, has_code=has_code, thumb=thumb, tile_h=tile_h, per_row=per_row)
+    width, height = strip_size(n, has_code=has_code, thumb=thumb, tile_h=tile_h, per_row=per_row, has_selector=sel is not None)
     img = Image.new("RGB", (width, height), BG)
     draw = ImageDraw.Draw(img)
     tiles = _Tiles(frames, trace.frame_indices, thumb, tile_h)
@@ -262,6 +416,8 @@ def render_strip(trace: CoSTrace | dict, frames: np.ndarray | None, out_path, th
     code = trace.binary_code or []
     method = str(trace.method or ("cos" if has_code else "uniform"))
     title = ["CoS" if method == "cos" else f"{method} (baseline)" if method == "uniform" else method]
+    if method == "uniform" and sel is not None and not sel.get("fallback"):
+        title = [f"baseline (frames chosen by {sel.get('method') or 'a selector'})"]
     if has_code:
         relevant = sum(1 for c in code if c)
         alpha = trace.alpha
@@ -298,6 +454,9 @@ def render_strip(trace: CoSTrace | dict, frames: np.ndarray | None, out_path, th
     if note:
         draw.text((MARGIN, y), _fit(draw, note, _font(11, True), text_w), fill=NOTE, font=_font(11, True))
     y = HEADER_H
+    if sel is not None:
+        _draw_selector(draw, sel, y, width, truth)
+        y += SELECTOR_H
 
     # -- per-frame facts -----------------------------------------------------------------------
     shot_of: dict[int, int] = {}
@@ -370,7 +529,7 @@ def render_strip(trace: CoSTrace | dict, frames: np.ndarray | None, out_path, th
                     put_tag(x, top + tile_h, f"#{i}", "←black" if j < 0 else f"←{j}", bg=REPLACED)
         y += (x_row + (2 * (ROW_GAP + row_h) if has_code else 0)) + BLOCK_GAP
     y = y - BLOCK_GAP + LEGEND_GAP
-    _legend(draw, MARGIN, y, has_code, truth is not None)
+    _legend(draw, MARGIN, y, has_code, truth is not None, sel is not None)
 
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -397,20 +556,34 @@ def load_trace(path) -> CoSTrace:
 
 def frames_for_trace(trace: CoSTrace | dict, video, backend: str | None = None) -> tuple[np.ndarray, str | None]:
     """Re-sample the trace's frames from ``video``: (frames, None) when the source indices match the
-    trace's ``frame_indices``, else (frames, a sentence saying where they differ)."""
-    from cos.video import sample_frames
+    trace's ``frame_indices``, else (frames, a sentence saying where they differ).
+
+    The frames are the uniform sample (:func:`cos.video.frame_indices`), except for a trace whose frames a
+    selector chose (``selector`` without ``fallback``): those are decoded at the trace's own indices when
+    the video has them (the check is then that the video has the trace's ``total_frames``)."""
+    from cos.video import frame_indices, sample_frames
 
     trace = _as_trace(trace)
     wanted = [int(i) for i in trace.frame_indices]
     backend = backend or (trace.decoder if trace.decoder in BACKENDS else None) or "auto"  # "frames"/"images": not a decoder
+    selected = isinstance(trace.selector, dict) and not trace.selector.get("fallback")
+
+    def own(total: int, fps: float) -> np.ndarray:
+        fits = wanted and wanted[-1] < total and wanted[0] >= 0 and all(a <= b for a, b in zip(wanted, wanted[1:]))
+        return np.asarray(wanted, dtype=np.int64) if fits else frame_indices(total, len(wanted))
+
+    rule = own if selected else None
     try:
-        sampled = sample_frames(video, len(wanted), backend=backend)
+        sampled = sample_frames(video, len(wanted), backend=backend, rule=rule)
     except CosError:
         if backend == "auto":
             raise
-        sampled = sample_frames(video, len(wanted), backend="auto")  # the trace's decoder is not usable here
+        sampled = sample_frames(video, len(wanted), backend="auto", rule=rule)  # the trace's decoder is not usable here
     got = [int(i) for i in np.asarray(sampled.indices).tolist()]
     if got == wanted:
+        if selected and trace.total_frames and int(sampled.total_frames) != int(trace.total_frames):
+            return sampled.frames, (f"frames may NOT match the trace: the video has {sampled.total_frames} frames, the trace says "
+                                    f"{trace.total_frames} (the selector's frames were decoded at the trace's indices)")
         return sampled.frames, None
     diff = [k for k, (a, b) in enumerate(zip(wanted, got)) if a != b]
     first = diff[0] if diff else min(len(wanted), len(got))
@@ -451,7 +624,8 @@ def add_parser(subparsers):
     p = subparsers.add_parser(
         "show", allow_abbrev=False, help="draw one sample's shot strip (frames, code, scores, Sp, Sn) as a PNG",
         description="Draw the shot strip of one CoS trace: the sampled frames marked relevant/irrelevant, their shot "
-                    "scores, and the positive and negative videos. Without --video the frames are grey placeholders.")
+                    "scores, and the positive and negative videos; when a frame selector chose the frames, a panel with its "
+                    "candidates' scores and the ones it chose. Without --video the frames are grey placeholders.")
     p.add_argument("trace", help="trace JSON (trace_dir/<task>/<key>.json)")
     p.add_argument("--video", help="the video file (default: the trace's own video when it exists); frames are re-sampled at the trace's frame indices (checked)")
     p.add_argument("--out", help="output PNG (default: the trace path with .png)")

@@ -2,10 +2,15 @@
 
 Strips: exact pixel size from the layout constants (8 and 128 frames, CoS and uniform traces, non-square
 frames), real frames from a real encoded video land in the right tiles, and a trace whose indices do not
-match the video is flagged. Report: built from a well-formed lmms-eval output folder written here (two
-runs, results / samples / traces / errors.jsonl), it lists every sample and every failure, computes the
-grounding hit rate, links strips that exist, loads no external resource, and Chromium (headless) logs no
-console message when it opens the page — with a negative control proving such a message is caught.
+match the video is flagged. Selector panel: the strip is exactly the panel's height taller, the chosen
+candidates' ticks lie at the x positions the layout gives them (and nowhere else), the candidates inside
+the answer span are shaded and the best-scored bar is the tallest; a selector that scored nothing and fell
+back is drawn with its fallback line; a malformed one is refused. Report: built from a well-formed lmms-eval
+output folder written here (two runs, results / samples / traces / errors.jsonl), it lists every sample and
+every failure, computes the grounding hit rate, links strips that exist, loads no external resource, and
+Chromium (headless) logs no console message when it opens the page — with a negative control proving such a
+message is caught; with selector traces, the run table and the ``--text`` table give the selector, its
+fallbacks and medians, and the strips show the selector's frames with the panel.
 """
 
 from __future__ import annotations
@@ -76,13 +81,42 @@ def make_trace(n: int, total_frames: int | None = None, relevant_shots=(1,), k: 
     return trace
 
 
-def expected_size(n: int, has_code: bool, thumb: int, tile_h: int, per_row: int = 16) -> tuple[int, int]:
+def expected_size(n: int, has_code: bool, thumb: int, tile_h: int, per_row: int = 16, has_selector: bool = False) -> tuple[int, int]:
     cols, blocks = min(n, per_row), -(-n // per_row)
     width = max(viz.MIN_WIDTH, 2 * viz.MARGIN + viz.LABEL_W + cols * thumb + (cols - 1) * viz.GAP)
     x_row = tile_h + (viz.BAR_H if has_code else 0) + viz.TAG_H
     block = x_row + (2 * (viz.ROW_GAP + tile_h + viz.TAG_H) if has_code else 0)
-    height = viz.HEADER_H + blocks * block + (blocks - 1) * viz.BLOCK_GAP + viz.LEGEND_GAP + viz.LEGEND_H + viz.MARGIN
+    panel = viz.SEL_CAPTION_LINES * viz.LINE_H + viz.SEL_SCORE_H + viz.SEL_TICK_H + viz.SEL_GAP if has_selector else 0
+    height = viz.HEADER_H + panel + blocks * block + (blocks - 1) * viz.BLOCK_GAP + viz.LEGEND_GAP + viz.LEGEND_H + viz.MARGIN
     return width, height
+
+
+def make_selector(candidates: list[int], scores: list[float] | None, selected: list[int] | None, requested: int, **extra) -> dict:
+    """A trace's ``selector`` record (as :class:`cos.selector.SelectedFrames` writes it)."""
+    sel = {"method": "bolt", "model": "openai/clip-vit-large-patch14", "query": "What colour is the shape?", "candidate_fps": 1.0,
+           "candidates": candidates, "scores": scores, "selected": selected, "requested": requested,
+           "params": {"power": 3.0, "duplicates": "replace"}, "note": None, "groups": None, "fallback": None, "cache_hit": False,
+           "timings": {"select_decode": 0.25, "select_score": 0.5, "select_rule": 0.125}}
+    sel.update(extra)
+    return sel
+
+
+def panel_rows() -> tuple[int, int, int]:
+    """(first row of the score plot, first row of the tick row, row after it) of the selector panel."""
+    plot_top = viz.HEADER_H + viz.SEL_CAPTION_LINES * viz.LINE_H
+    return plot_top, plot_top + viz.SEL_SCORE_H, plot_top + viz.SEL_SCORE_H + viz.SEL_TICK_H
+
+
+def candidate_x(p: int, m: int, width: int) -> int:
+    """Centre column of candidate position ``p`` of ``m`` in the panel: slots of equal width over the plot width."""
+    left = viz.MARGIN + viz.LABEL_W
+    return left + int((p + 0.5) * (width - viz.MARGIN - left) / m)
+
+
+def tick_columns(strip: np.ndarray) -> set[int]:
+    """Columns of the tick row that hold the tick colour."""
+    _, tick_top, tick_end = panel_rows()
+    return set(np.nonzero((strip[tick_top:tick_end] == np.array(viz.SEL_TICK)).all(axis=2).any(axis=0))[0].tolist())
 
 
 def _show(argv: list[str]) -> int:
@@ -186,6 +220,79 @@ def test_strip_from_real_video_puts_each_frame_in_its_tile(tmp_path, needle, cap
     assert _show([str(tpath), "--out", str(tmp_path / "ph.png")]) == 0
     with Image.open(tmp_path / "ph.png") as im:
         assert im.size == expected_size(n, True, 96, 96)
+
+
+@pytest.mark.parametrize("m", [40, 2000])  # slots of ~20 px (bars) and under a pixel (a curve)
+def test_strip_selector_panel_ticks_at_the_chosen_candidates(tmp_path, m):
+    n, step = 8, 30
+    candidates = [step * i for i in range(m)]
+    rng = np.random.default_rng(m)
+    scores = rng.normal(size=m).tolist()
+    selected = sorted(rng.choice(m, n, replace=False).tolist())
+    truth_pos = range(m // 4, m // 4 + max(2, m // 10))  # candidate positions inside the answer span
+    truth = (candidates[truth_pos[0]], candidates[truth_pos[-1]] + 1)
+    sel = make_selector(candidates, scores, selected, n)
+    trace = make_trace(n, total_frames=step * m, frame_indices=[candidates[p] for p in selected], selector=sel)
+
+    out = viz.render_strip(trace, None, tmp_path / "s.png", thumb=96, truth=truth)
+    with Image.open(out) as im:
+        strip = np.asarray(im.convert("RGB")).astype(int)
+    size = viz.strip_size(n, has_code=True, thumb=96, has_selector=True)
+    assert strip.shape[1::-1] == size == expected_size(n, True, 96, 96, has_selector=True)
+    plain = viz.strip_size(n, has_code=True, thumb=96)
+    assert plain == expected_size(n, True, 96, 96) and size[0] == plain[0] and size[1] > plain[1]
+    assert viz.render_strip(make_trace(n), None, tmp_path / "p.png").exists()
+
+    width = size[0]
+    centres = [candidate_x(p, m, width) for p in selected]
+    ticks = tick_columns(strip)
+    assert all(x in ticks for x in centres), f"no tick at the chosen candidates' columns {[x for x in centres if x not in ticks]}"
+    assert all(min(abs(c - x) for x in centres) <= 1 for c in ticks), "a tick where no chosen candidate is"
+    # the answer span: the top row of the plot is shaded exactly over the candidates inside it (with slots under a
+    # pixel, a column at the span's edge is shared by candidates inside and outside: those are not checked)
+    plot_top, tick_top, _ = panel_rows()
+    for p in range(0, m, max(1, m // 80)):
+        if min(abs(p - truth_pos[0]), abs(p - truth_pos[-1])) <= 3 and m > width:
+            continue
+        shaded = tuple(strip[plot_top + 1, candidate_x(p, m, width)]) == viz.TRUTH
+        assert shaded == (p in truth_pos), f"candidate {p}: shaded {shaded}"
+    # min-max scaling: the best candidate reaches the top of the plot, the worst stays at the bottom
+    best, worst = int(np.argmax(scores)), int(np.argmin(scores))
+    near_top = strip[plot_top + 2:plot_top + 5]
+    assert (near_top[:, candidate_x(best, m, width)] == np.array(viz.SEL_SCORE)).all(axis=1).any()
+    assert not (near_top[:, candidate_x(worst, m, width)] == np.array(viz.SEL_SCORE)).all(axis=1).any()
+    # the chosen candidates are tagged nowhere else in the panel's plot area with the tick colour
+    assert not (strip[plot_top:tick_top] == np.array(viz.SEL_TICK)).all(axis=2).any()
+
+
+def test_strip_selector_not_scored_with_fallback_and_malformed(tmp_path):
+    n, m = 16, 10
+    candidates = list(range(0, 300, 30))
+    fell_back = make_selector(candidates, None, None, n, fallback="10 candidates at 1 per second for 16 frames: the backend's own rule")
+    trace = make_trace(n, total_frames=300, method="uniform", selector=fell_back)  # frame_indices: the uniform ones
+    out = viz.render_strip(trace, None, tmp_path / "f.png", thumb=48)
+    with Image.open(out) as im:
+        strip = np.asarray(im.convert("RGB")).astype(int)
+    assert strip.shape[1::-1] == expected_size(n, False, 48, 48, has_selector=True)
+    assert not tick_columns(strip)  # nothing was chosen
+    note_line = strip[viz.HEADER_H + viz.LINE_H:viz.HEADER_H + 2 * viz.LINE_H]
+    assert (note_line == np.array(viz.NOTE)).all(axis=2).sum() > 20, "the fallback line is not drawn in the note colour"
+    plot_top, tick_top, _ = panel_rows()
+    assert not (strip[plot_top + 1:tick_top - 1, viz.MARGIN + viz.LABEL_W + 1:-viz.MARGIN - 1] == np.array(viz.SEL_SCORE)).all(axis=2).any()
+    # without a fallback or note, the second caption line stays empty
+    quiet = make_trace(n, total_frames=300, method="uniform", selector=make_selector(candidates, [0.0] * m, list(range(m)), n))
+    with Image.open(viz.render_strip(quiet, None, tmp_path / "q.png", thumb=48)) as im:
+        blank = np.asarray(im.convert("RGB"))[viz.HEADER_H + viz.LINE_H:viz.HEADER_H + 2 * viz.LINE_H]
+    assert (blank == np.array(viz.BG)).all()
+    assert "not scored" not in viz._selector_caption(fell_back) and "none chosen" in viz._selector_caption(fell_back)
+    assert viz._selector_caption(quiet["selector"]).startswith("selector: bolt · model clip-vit-large-patch14 · 10 of 10 candidates at 1 fps")
+
+    for key, value, match in (("selected", [0, m], "selected"), ("scores", [1.0] * (m - 1), "scores"), ("candidates", "x", "candidates")):
+        sel = make_selector(candidates, [0.0] * m, [0], n)
+        sel[key] = value
+        bad = make_trace(n, total_frames=300, method="uniform", selector=sel)
+        with pytest.raises(ConfigError, match=f"selector {match}"):
+            viz.render_strip(bad, None, tmp_path / "bad.png")
 
 
 # -- report -----------------------------------------------------------------------------------------------
@@ -444,3 +551,85 @@ def test_report_summary_names_runs_by_scorer_and_gives_grounding_precision(tmp_p
     assert rows["longva"]["grounding"] is None and rows["longva"]["precision"] is None
     text = format_summary(list(rows.values()))
     assert "cos_longva:llava" in text and "precision" in text.splitlines()[0]
+
+
+def add_selector_to_baseline(root: Path, docs: list[dict], fallback_doc: int = 1, step: int = 2) -> dict:
+    """Make the baseline run (longva) of :func:`write_log_folder` a BOLT run: its model_args name the selector and each
+    trace gets a ``selector`` (candidates every ``step`` frames, the first 16 of them by score chosen and shown to the
+    model), except ``fallback_doc``, whose selector scored nothing and fell back to the uniform frames. Returns the
+    selectors by doc_id."""
+    (results,) = (root / "longva").glob("*_results.json")
+    data = json.loads(results.read_text())
+    data["config"]["model_args"] += ",selector=bolt,selector_model=openai/clip-vit-large-patch14,candidate_fps=1"
+    results.write_text(json.dumps(data))
+    selectors = {}
+    for path in sorted((root / "traces" / "longva" / "cos_needle").glob("*.json")):
+        trace = json.loads(path.read_text())
+        if trace["answer"] == "STALE":
+            continue
+        doc_id, n = trace["doc_id"], len(trace["frame_indices"])
+        candidates = list(range(0, docs[doc_id]["num_frames"], step))
+        if doc_id == fallback_doc:
+            sel = make_selector(candidates, None, None, n, fallback=f"{len(candidates)} candidates: the backend's own sampling rule",
+                                timings={"select_decode": 0.5})
+        else:
+            scores = [float((7 * p) % 11) for p in range(len(candidates))]
+            chosen = sorted(sorted(range(len(candidates)), key=lambda p: -scores[p])[:n])
+            sel = make_selector(candidates, scores, chosen, n, timings={"select_decode": 0.5, "select_score": 1.0 + doc_id, "select_rule": 0.0})
+            trace["frame_indices"] = [candidates[p] for p in chosen]
+        trace["selector"] = selectors[doc_id] = sel
+        path.write_text(json.dumps(trace))
+    return selectors
+
+
+def test_report_shows_the_selector_its_fallbacks_and_the_panel(tmp_path, needle, capsys):
+    from cos_runtime.report import load_runs, report_command, summary_rows
+
+    data_dir, docs = needle
+    write_log_folder(tmp_path / "logs", data_dir, docs)
+    selectors = add_selector_to_baseline(tmp_path / "logs", docs)
+    assert sorted(selectors) == [0, 1, 3]  # doc 2 failed
+
+    runs, _ = load_runs(tmp_path / "logs")
+    rows = {r["name"]: r for r in summary_rows(runs)}
+    assert set(rows) == {"cos_longva:llava", "longva+bolt"}
+    stats = rows["longva+bolt"]["selector_stats"]
+    seconds = sorted(sum(sel["timings"].values()) for sel in selectors.values())
+    assert stats == {"n": 3, "fallback": 1, "short": 0, "cache_hits": 0,
+                     "candidates": sorted(len(sel["candidates"]) for sel in selectors.values())[1], "seconds": seconds[1]}
+    assert rows["cos_longva:llava"]["selector_stats"] is None
+
+    report_command(argparse.Namespace(log_dir=str(tmp_path / "logs"), text=True))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-1] == "selector"
+    assert next(x for x in lines if x.startswith("longva+bolt ")).endswith(" bolt (1 fallback)")
+    assert next(x for x in lines if x.startswith("cos_longva:llava ")).endswith(" -")
+
+    out = build_report(tmp_path / "logs", tmp_path / "site" / "report.html")
+    page = _Page()
+    page.feed(out.read_text())
+    header, *table = page.tables["runs"]
+    run2 = dict(zip(header, next(r for r in table if r[0] == "2")))
+    assert run2["selector"] == "bolt · openai/clip-vit-large-patch14"
+    assert (run2["fell back"], run2["fewer"]) == ("1/3", "0")
+    assert float(run2["selector s (median)"]) == pytest.approx(seconds[1], abs=0.005)
+    run1 = dict(zip(header, next(r for r in table if r[0] == "1")))
+    assert (run1["selector"], run1["fell back"]) == ("uniform", "–")
+
+    # the strips of the selector run: the selector's frames decoded (no mismatch note) and the panel with its ticks
+    strips = sorted((tmp_path / "site" / "report_strips").glob("run2_*.png"))
+    assert len(strips) == 3
+    assert "frames differ" not in out.read_text()
+    tile_h = viz.tile_height(64, sample_frames(data_dir / docs[0]["video"], 1).frames.shape[1:])
+    for path in strips:
+        doc_id = int(path.stem.rsplit("_", 1)[1])
+        sel = selectors[doc_id]
+        with Image.open(path) as im:
+            strip = np.asarray(im.convert("RGB")).astype(int)
+        assert strip.shape[1::-1] == expected_size(16, False, 64, tile_h, has_selector=True)
+        ticks = tick_columns(strip)
+        if sel["selected"] is None:
+            assert not ticks, f"doc {doc_id}: ticks although the selector chose nothing"
+            continue
+        want = {candidate_x(p, len(sel["candidates"]), strip.shape[1]) for p in sel["selected"]}
+        assert want <= ticks and all(min(abs(c - x) for x in want) <= 1 for c in ticks), f"doc {doc_id}: ticks misplaced"

@@ -14,6 +14,10 @@ The page shows, per run (one results file = one model configuration):
   ``needle_start`` / ``needle_end``), the grounding: *hit rate* (share of samples with at least one
   sampled needle frame marked relevant), *recall* (share of the sampled needle frames marked relevant,
   the task's ``needle_grounding``) and *precision* (share of the relevant frames inside the needle);
+* the frame selector of each run (``selector`` / ``selector_model`` in its model_args, else its traces'
+  ``selector``; "uniform": the backend's own sampling rule) and, from the traces, how many samples fell back to
+  the backend's rule, how many selections returned fewer frames than requested, the median candidates per
+  sample and the median selector seconds per sample (the sum of the trace's ``selector.timings``);
 * every failed sample with its cause (from ``errors.jsonl``), the slowest samples (``timings.total``),
   and every sample with its prediction, target, correctness, α and a link to its shot strip
   (:mod:`cos.viz`), rendered into ``<report>_strips/`` beside the page.
@@ -47,7 +51,7 @@ from cos.grounding import window_grounding
 from cos.trace import CoSTrace, read_trace
 from cos_runtime import registry
 
-__all__ = ["build_report", "load_runs", "add_parser"]
+__all__ = ["build_report", "load_runs", "add_parser", "selector_stats"]
 
 def expected_method(model: str) -> str | None:
     """The trace "method" an lmms-eval model's traces must have (from the backend registry; None: not checked)."""
@@ -106,12 +110,33 @@ class Run:
     def expected_method(self) -> str | None:
         return expected_method(self.model)
 
+    def _trace_selector(self) -> dict | None:
+        """The first of the run's traces' ``selector`` dicts (None when no trace has one)."""
+        return next((s.trace.selector for s in self.all_samples() if s.trace and isinstance(s.trace.selector, dict)), None)
+
+    @property
+    def selector(self) -> str:
+        """The frame selector (``aks``, ``bolt``, ``qframe``), or "uniform" (the backend's own sampling rule)."""
+        given = (self.model_args.get("selector") or "").strip()
+        if given:
+            return given
+        found = self._trace_selector()
+        return str(found.get("method") or "?") if found else "uniform"
+
+    @property
+    def selector_model(self) -> str | None:
+        """The selector's scoring model (model_args ``selector_model``, else the traces'); None for "uniform" or unknown."""
+        if self.selector == "uniform":
+            return None
+        found = self._trace_selector()
+        return (self.model_args.get("selector_model") or "").strip() or (str(found["model"]) if found and found.get("model") else None)
+
     @property
     def name(self) -> str:
-        """The model, and for a CoS run its scorer (``cos_longva:oracle``): runs of one model told apart in tables."""
-        if self.expected_method != "cos":
-            return self.model
-        return f"{self.model}:{self.model_args.get('scorer') or 'llava'}"
+        """The model, for a CoS run its scorer (``cos_longva:oracle``), and a selector other than uniform (``longva+bolt``):
+        runs of one model told apart in tables."""
+        name = self.model if self.expected_method != "cos" else f"{self.model}:{self.model_args.get('scorer') or 'llava'}"
+        return name if self.selector == "uniform" else f"{name}+{self.selector}"
 
     def all_samples(self) -> list[Sample]:
         return [s for task in self.samples for s in self.samples[task]]
@@ -351,6 +376,47 @@ def _total_time(trace: CoSTrace | None) -> float | None:
     return float(sum(values)) if values else None
 
 
+def _selector_seconds(selector: dict) -> float | None:
+    values = [float(v) for v in (selector.get("timings") or {}).values() if _num(v) is not None]
+    return sum(values) if values else None
+
+
+def selector_stats(samples: list[Sample]) -> dict | None:
+    """What the frame selector did over ``samples`` (None when none of their traces has a ``selector``): ``n`` traces
+    with one, ``fallback`` (the backend's own rule was used), ``short`` (the rule returned fewer frames than requested),
+    ``cache_hits``, and the medians of ``candidates`` per sample and of ``seconds`` (sum of ``selector.timings``).
+
+    >>> from cos.trace import CoSTrace
+    >>> sel = {"candidates": [0, 30, 60], "selected": [0], "requested": 2, "fallback": "too few", "timings": {"select_score": 0.5}}
+    >>> stats = selector_stats([Sample(1, "t", 0, None, CoSTrace(selector=sel)), Sample(1, "t", 1, None, CoSTrace())])
+    >>> (stats["n"], stats["fallback"], stats["short"], stats["candidates"], stats["seconds"])
+    (1, 1, 1, 3, 0.5)
+    """
+    sels = [s.trace.selector for s in samples if s.trace is not None and isinstance(s.trace.selector, dict)]
+    if not sels:
+        return None
+
+    def short(sel: dict) -> bool:
+        selected, requested = sel.get("selected"), sel.get("requested")
+        return isinstance(selected, list) and _num(requested) is not None and len(selected) < requested
+
+    return {"n": len(sels), "fallback": sum(1 for x in sels if x.get("fallback")), "short": sum(1 for x in sels if short(x)),
+            "cache_hits": sum(1 for x in sels if x.get("cache_hit")),
+            "candidates": _median([len(x.get("candidates") or []) for x in sels]), "seconds": _median([_selector_seconds(x) for x in sels])}
+
+
+def selector_label(method: str, stats: dict | None) -> str:
+    """The compact selector column: ``-`` (uniform), ``bolt``, ``aks (3 fallback, 2 short)``.
+
+    >>> selector_label("aks", {"fallback": 3, "short": 0}), selector_label("uniform", None)
+    ('aks (3 fallback)', '-')
+    """
+    if method == "uniform" and stats is None:
+        return "-"
+    extra = [f"{stats[k]} {k}" for k in ("fallback", "short") if stats and stats.get(k)]
+    return method + (f" ({', '.join(extra)})" if extra else "")
+
+
 # -- strips --------------------------------------------------------------------------------------
 def _find_video(video: str | None, video_root) -> Path | None:
     if not video:
@@ -526,15 +592,25 @@ def _render_html(runs: list[Run], notes: list[str], log_dir: Path, out_path: Pat
       '<a href="#failures">failed samples</a> · <a href="#slowest">slowest samples</a> · <a href="#samples">all samples</a></p>')
 
     # runs
-    w('<h2 id="runs">Runs</h2><table><tr><th>run</th><th>model</th><th>model_args</th><th>results file</th><th>trace_dir</th>'
-      '<th>traces</th><th>failed</th></tr>')
+    w('<h2 id="runs">Runs</h2><p class="small"><b>selector</b>: who chose the frames ("uniform": the backend\'s own sampling rule) '
+      'and its scoring model; from the traces: samples that <b>fell back</b> to the backend\'s rule, selections that returned '
+      '<b>fewer</b> frames than requested, the median <b>candidates</b> per sample and the median selector seconds per sample '
+      '(decode + score + rule).</p><table><tr><th>run</th><th>model</th><th>model_args</th><th>results file</th><th>trace_dir</th>'
+      '<th>traces</th><th>failed</th><th>selector</th><th>fell back</th><th>fewer</th><th>candidates (median)</th>'
+      '<th>selector s (median)</th></tr>')
     for r in runs:
+        st = selector_stats(r.all_samples())
+        sel_name = r.selector if r.selector == "uniform" else " · ".join(x for x in (r.selector, r.selector_model) if x)
+        sel_cells = (f'<td class="small">{_e(sel_name)}</td>' + (
+            f'<td class="num{" bad" if st["fallback"] else ""}">{st["fallback"]}/{st["n"]}</td><td class="num">{st["short"]}</td>'
+            f'<td class="num">{_f(st["candidates"], "g")}</td><td class="num">{_f(st["seconds"], ".2f")}</td>' if st else
+            '<td class="num muted">–</td>' * 4))
         args = ", ".join(f"{k}={v}" for k, v in r.model_args.items())
         td = (f"<code>{_e(r.trace_dir)}</code>" if r.trace_dir else
               f'<span class="bad">{_e(r.trace_dir_given)} (not found)</span>' if r.trace_dir_given else '<span class="muted">none</span>')
         w(f"<tr><td>{r.index}</td><td>{_e(r.model)}</td><td class=\"small cause\">{_e(args)}</td>"
           f"<td><a href=\"{_href(r.results_path, base)}\">{_e(r.results_path.name)}</a></td><td class=\"small\">{td}</td>"
-          f"<td class=\"num\">{sum(1 for s in r.all_samples() if s.trace)}</td><td class=\"num\">{len(r.errors)}</td></tr>")
+          f"<td class=\"num\">{sum(1 for s in r.all_samples() if s.trace)}</td><td class=\"num\">{len(r.errors)}</td>{sel_cells}</tr>")
     w("</table>")
 
     # metrics side by side
@@ -668,6 +744,9 @@ def _render_html(runs: list[Run], notes: list[str], log_dir: Path, out_path: Pat
                         f"{'hit' if g['hit'] else 'miss'} / {g['recall']:.2f}" if g else "–")
                 status = (f'<span class="bad">failed: {_e(s.error.get("error"))}: {_e(s.error.get("cause"))}</span>' if s.error else
                           "ok" if s.trace else '<span class="muted">no trace</span>')
+                fell_back = t.selector.get("fallback") if t and isinstance(t.selector, dict) else None
+                if fell_back:
+                    status += f'<br><span class="muted">selector fell back: {_e(fell_back)}</span>'
                 needle = f"[{s.needle[0]}, {s.needle[1]})" if s.needle else "–"
                 alpha = _f(t.alpha) if code is not None else "–"
                 row_class = ' class="fail"' if s.error else ""
@@ -726,7 +805,8 @@ def _build(log_dir, out_path, strips, video_root, max_strips, strip_thumb) -> tu
 def summary_rows(runs: list[Run]) -> list[dict]:
     """One row per (run, task): samples, the task's headline metric, grounding (mean recall over the
     samples whose needle was sampled, mean precision over the samples with a relevant frame; None without codes or
-    needles), median seconds per sample, failed."""
+    needles), median seconds per sample, failed; the frame selector (``selector``: :func:`selector_label`;
+    ``selector_stats``: :func:`selector_stats` of the task's samples, None when no trace has a selector)."""
     rows = []
     for r in runs:
         for task in sorted(r.results):
@@ -739,7 +819,9 @@ def summary_rows(runs: list[Run]) -> list[dict]:
             precisions = [g["precision"] for g in found if g["precision"] is not None]
             times = [t for s in samples if (t := _total_time(s.trace)) is not None]
             eff = (r.n_samples.get(task) or {}).get("effective")
-            rows.append({"model": r.model, "name": r.name, "task": task, "n": eff if eff is not None else len(samples),
+            sel = selector_stats(samples)
+            rows.append({"selector": selector_label(r.selector, sel), "selector_stats": sel,
+                         "model": r.model, "name": r.name, "task": task, "n": eff if eff is not None else len(samples),
                          "metric": metrics[0][0].split(",")[0] if metrics else None, "value": _num(metrics[0][1]) if metrics else None,
                          "grounding": _mean(recalls), "precision": _mean(precisions), "seconds": _median(times),
                          "failed": sum(1 for e in r.errors if str(e.get("task")) == task)})
@@ -815,11 +897,11 @@ def format_summary(rows: list[dict]) -> str:
         return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
     lines = [f"{'run':22s} {'task':22s} {'n':>4s} {'metric':>12s} {'value':>6s} {'recall':>7s} {'precision':>9s} {'s/sample':>9s} "
-             f"{'failed':>6s}"]
+             f"{'failed':>6s} selector"]
     for row in rows:
         lines.append(f"{row.get('name', row['model']):22s} {row['task']:22s} {row['n']!s:>4s} {str(row['metric'] or '-'):>12s} "
                      f"{fmt(row['value']):>6s} {fmt(row['grounding']):>7s} {fmt(row.get('precision')):>9s} "
-                     f"{fmt(row['seconds'], '.2f'):>9s} {row['failed']:>6d}")
+                     f"{fmt(row['seconds'], '.2f'):>9s} {row['failed']:>6d} {row.get('selector', '-')}")
     return "\n".join(lines)
 
 
@@ -854,6 +936,7 @@ def add_parser(subparsers):
     p.add_argument("--max-strips", type=int, default=200, help="draw at most this many strips (default 200)")
     p.add_argument("--all-strips", action="store_true", help="draw a strip for every sample with a trace")
     p.add_argument("--strip-thumb", type=int, default=64, help="thumbnail width in the strips (default 64)")
-    p.add_argument("--text", action="store_true", help="print a table (per run and task: metric, grounding, s/sample, failed) instead")
+    p.add_argument("--text", action="store_true",
+                   help="print a table (per run and task: metric, grounding, s/sample, failed, selector) instead")
     p.set_defaults(func=report_command)
     return p
