@@ -165,8 +165,9 @@ class Engine:
     def prepare(self, visual, question: str | None = None) -> PreparedVisual:
         """Decode ``visual`` (its frames chosen for ``question`` when there is a selector) and preprocess its frames
         into host memory (any thread; nothing touches the GPU): what :meth:`answer` does first, done ahead. Only a
-        decoding error is kept (raised by :meth:`answer` in the sample's turn, where the serial path raises it); frames the pipeline refuses, or whose preprocessing fails,
-        are left unprocessed, so the sample's turn does it, and fails, exactly as without prefetching."""
+        decoding error is kept (raised by :meth:`answer` in the sample's turn, where the serial path raises it);
+        frames the pipeline refuses, or whose preprocessing fails, are left unprocessed, so the sample's turn does it,
+        and fails, exactly as without prefetching."""
         timer = StageTimer(None)
         try:
             frames, info = self.load_frames(visual, timer, question)
