@@ -56,6 +56,15 @@ def tiny_videoxl_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_text_image_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random CLIP, BLIP ITM and SigLIP checkpoints (``cos make-tiny-text-image``, seed 0), built once."""
+    from cos_runtime.tiny_text_image import build_tiny_text_image
+
+    root = tmp_path_factory.mktemp("tiny_text_image")
+    return {kind: build_tiny_text_image(root / kind, kind, seed=0) for kind in ("clip", "blip", "siglip")}
+
+
+@pytest.fixture(scope="session")
 def needle_data(tmp_path_factory) -> Path:
     """Four synthetic needle videos (real H.264) + questions.json, built once."""
     from cos.synthetic import make_needle_videos

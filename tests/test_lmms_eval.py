@@ -229,3 +229,42 @@ def test_cos_answers_the_prompt_the_task_gives_its_baseline(tmp_path, tiny_longv
         assert questions["cos"][doc_id] == (base_q, "longva")
         own_q, own_from = questions["cos_own"][doc_id]
         assert own_from is None and own_q.startswith("Select the best answer") and own_q != base_q
+
+
+def test_baseline_and_cos_with_aks_and_bolt_through_the_launch_script(tmp_path, tiny_longva_dir, tiny_text_image_dirs, needle_tasks):
+    """scripts/eval_task.sh (``accelerate launch -m lmms_eval``) with a config list: --model longva and --model
+    cos_longva, each with selector=aks (tiny BLIP ITM) and selector=bolt (tiny CLIP); every sample is answered on the
+    frames its selector chose."""
+    import yaml
+
+    from cos.video import rate_indices
+
+    common = f"pretrained={tiny_longva_dir},max_frames_num={FRAMES},video_decode_backend=pyav,candidate_fps=8"
+    selectors = {"aks": f"selector=aks,selector_model={tiny_text_image_dirs['blip']}",
+                 "bolt": f"selector=bolt,selector_model={tiny_text_image_dirs['clip']},power=2.5"}
+    runs = {f"{model}_{sel}": (model, f"{common},{args}" + (",scorer=self,score_mode=logits" if model == "cos_longva" else ""))
+            for model in ("longva", "cos_longva") for sel, args in selectors.items()}
+    out = tmp_path / "logs"
+    config = [{"model": model, "model_args": f"{args},trace_dir={tmp_path / 'traces' / name}", "tasks": "cos_needle",
+               "include_path": str(needle_tasks["good"]), "batch_size": 1, "log_samples": True, "output_path": str(out)}
+              for name, (model, args) in runs.items()]
+    (tmp_path / "selectors.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OUTPUT_PATH": str(out), "MASTER_PORT": "29531",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "eval_task.sh"), "cos_needle", str(tmp_path / "selectors.yaml"), "1",
+                           "--include_path", str(needle_tasks["good"])], capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+    log = f"rc {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, log
+    assert len(list(out.rglob("*_samples_cos_needle.jsonl"))) == len(runs), log
+    docs = needle_tasks["docs"]
+    for name in runs:
+        traces = [json.loads(p.read_text()) for p in (tmp_path / "traces" / name / "cos_needle").glob("*.json")]
+        assert sorted(t["doc_id"] for t in traces) == list(range(N_VIDEOS)), name
+        for trace in traces:
+            sel = trace["selector"]
+            assert sel["method"] == name.rsplit("_", 1)[1] and sel["fallback"] is None, (name, sel)
+            doc = docs[trace["doc_id"]]
+            assert sel["candidates"] == rate_indices(doc["num_frames"], doc["fps"], 8).tolist()
+            assert trace["frame_indices"] == [sel["candidates"][p] for p in sel["selected"]] and len(trace["frame_indices"]) == FRAMES
+            assert (trace["binary_code"] is not None) == name.startswith("cos_longva")
+        assert not (tmp_path / "traces" / name / "errors.jsonl").exists()

@@ -194,3 +194,27 @@ def test_a_selector_refuses_images_and_unknown_videos_clearly(tiny_longva_dir, n
         engine.answer(frames, "What is shown?", None)
     with pytest.raises(CosError, match="not in scorer_truth"):
         engine.answer(str(stranger), "What is shown?", None)
+
+
+@pytest.mark.parametrize("kind,selector", [("clip", "bolt"), ("blip", "aks"), ("siglip", "qframe")])
+def test_a_text_image_selector_equals_a_naive_pass_over_the_candidates(tiny_longva_dir, needle_data, tiny_text_image_dirs, kind, selector):
+    """Candidates streamed in chunks of 3 and scored by a tiny model loaded through from_pretrained = every candidate
+    decoded at once (sample_frames) and scored in one call; the model sees exactly the frames the rule picks."""
+    from cos.selection import select
+    from cos.text_image import get_text_image_model
+    from cos.video import rate_indices, sample_frames
+
+    doc = _docs(needle_data)[0]
+    path = needle_data / doc["video"]
+    probe = sample_frames(path, 1, backend="pyav")
+    candidates = rate_indices(probe.total_frames, probe.fps, 4)
+    frames = sample_frames(path, None, backend="pyav", rule=lambda t, f: candidates).frames
+    model = get_text_image_model(str(tiny_text_image_dirs[kind]), batch_size=64)
+    scores = model.score(list(frames), doc["question"])
+    expected = [int(candidates[i]) for i in select(selector, scores, 8).selected]
+    engine = _engine(tiny_longva_dir, "cos", selector=selector, selector_model=str(tiny_text_image_dirs[kind]), candidate_fps=4,
+                     selector_batch_size=3)
+    trace = engine.answer(str(path), doc["question"] + "\nA. white\nB. black", None).trace
+    assert trace.selector["candidates"] == candidates.tolist() and trace.selector["query"] == doc["question"]
+    np.testing.assert_allclose(trace.selector["scores"], scores, rtol=1e-5, atol=1e-6)
+    assert trace.frame_indices == expected and len(set(scores.round(6))) > 1  # the scores differ between frames
