@@ -64,7 +64,9 @@ TASK = {"question": "mark", "size": 64, "min_frames": 48, "max_frames": 160, "fp
 #: frames the demo samples per video (``max_frames_num``); the scorer sees their mosaics
 EVAL_FRAMES = 32
 SHOT_SIZE = 4
-LONGVA_DIR, LLAVA_DIR = "needle-longva", "needle-llava"
+#: the models ``cos train-tiny`` trains (``--only`` picks one)
+MODELS = ("longva", "llava", "clip")
+LONGVA_DIR, LLAVA_DIR, CLIP_DIR = "needle-longva", "needle-llava", "needle-clip"
 
 
 #: what a stage trains on: ``vision`` (per-token labels through throw-away heads) or ``full`` (the task's whole prompt
@@ -455,11 +457,114 @@ def train_llava(out_dir: str | Path, seed: int = 0, steps: int = LLAVA_STEPS, vi
     return log
 
 
+# ----------------------------------------------------------------------------------------------- CLIP (frame selectors)
+#: the selectors' text–image model: CLIP towers at the task's 64 px (patch 8) and a small text transformer
+CLIP_VISION = dict(image_size=64, patch_size=8, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4)
+CLIP_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+CLIP_STEPS = 600
+#: frames per training video (the needle, each distractor as far as they fit, the rest anywhere: see sample_video)
+CLIP_FRAMES = 4
+
+
+def build_clip(seed: int = 0):
+    """The untrained selector model: ``CLIPModel`` (the released class) with :data:`CLIP_VISION` / :data:`CLIP_TEXT`
+    towers, and the processor (``CLIPTokenizer``, PIL image processor at 64 px) of ``cos make-tiny-text-image --kind clip``."""
+    import tempfile
+
+    from transformers import AutoProcessor, CLIPConfig, CLIPModel
+
+    from cos_runtime.tiny_text_image import build_tiny_text_image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        build_tiny_text_image(tmp, "clip", seed=seed)
+        processor = AutoProcessor.from_pretrained(tmp)
+        base = CLIPConfig.from_pretrained(tmp)
+    config = CLIPConfig(text_config={**base.text_config.to_dict(), **CLIP_TEXT}, vision_config={**base.vision_config.to_dict(), **CLIP_VISION},
+                        projection_dim=32)
+    side = CLIP_VISION["image_size"]
+    processor.image_processor.size = {"shortest_edge": side}
+    processor.image_processor.crop_size = {"height": side, "width": side}
+    torch.manual_seed(seed)
+    return CLIPModel(config).to(torch.float32), processor
+
+
+def clip_samples(split: str, start: int, count: int, seed: int = 0, distractors: tuple[int, int] = (0, 4)):
+    """``count`` videos' worth of (frames (F, 64, 64, 3), colours shown per frame): :data:`CLIP_FRAMES` frames per
+    video (:func:`sample_video`: the needle, the distractors, the rest anywhere) and, per frame, the set of colours of
+    the events on screen. Returns the list and the next unused video index."""
+    videos, index = _samples(split, start, count, CLIP_FRAMES, distractors, seed)
+    out = []
+    for frames, rec, idx in videos:
+        shown = [{e["colour"] for e in rec["events"] if e["start"] <= t < e["end"]} for t in idx]
+        out.append((frames, shown))
+    return out, index
+
+
+def needle_ranking(model, processor, split: str = "val", count: int = 100, seed: int = 0, distractors: int = 4) -> dict:
+    """How well ``model`` ranks a video's frames for its question: per video of ``split`` (``distractors`` each), every
+    frame scored against the question (``logits_per_image``), then the mean R-precision (share of the top-``L`` frames
+    that show the needle, ``L`` its length) and the mean AUC of needle frames against the others."""
+    precision, auc = [], []
+    for index in range(count):
+        plan = synthetic._plan_video(index, seed, TASK["min_frames"], TASK["max_frames"], TASK["size"], TASK["fps"], distractors, split,
+                                     TASK["question"])
+        rec = plan["record"]
+        frames = np.stack(list(synthetic._frames(rec, plan["render"])))
+        inputs = processor(images=list(frames), text=[rec["question"]], return_tensors="pt", padding=True)
+        with torch.no_grad():
+            scores = model(**inputs).logits_per_image[:, 0].double().numpy()
+        inside = np.zeros(len(frames), dtype=bool)
+        inside[rec["needle_start"]:rec["needle_end"]] = True
+        top = np.argsort(-scores, kind="stable")[: int(inside.sum())]
+        precision.append(float(inside[top].mean()))
+        pos, neg = scores[inside][:, None], scores[~inside][None, :]  # AUC: P(a needle frame outscores another), ties half
+        auc.append(float(((pos > neg) + 0.5 * (pos == neg)).mean()))
+    return {"videos": count, "distractors": distractors, "r_precision": float(np.mean(precision)), "auc": float(np.mean(auc))}
+
+
+def train_clip(out_dir: str | Path, seed: int = 0, steps: int = CLIP_STEPS, batch_videos: int = 16, lr: float = 2e-3,
+               val_size: int = 100, progress: bool = True) -> dict:
+    """Train the selectors' CLIP: per step :data:`CLIP_FRAMES` frames of ``batch_videos`` training videos against the
+    needle question of every colour (:data:`cos.synthetic.MARK_QUESTION`), a sigmoid loss per (frame, question) pair
+    (1 when a shape of that colour is on the frame) on ``logits_per_image`` plus a throw-away bias. Writes ``out_dir``."""
+    from tqdm import tqdm
+
+    model, processor = build_clip(seed)
+    colours = list(synthetic.COLOURS)
+    texts = processor(text=[synthetic.MARK_QUESTION.format(colour=c) for c in colours], return_tensors="pt", padding=True)
+    bias = torch.nn.Parameter(torch.tensor(-4.0))
+    params = [*model.parameters(), bias]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(steps))
+    model.train()
+    index, hits, start = 0, [], time.perf_counter()
+    bar = tqdm(total=steps, desc="train needle-clip", unit="step", disable=not progress)
+    for _ in range(steps):
+        videos, index = clip_samples("train", index, batch_videos, seed)
+        frames = np.concatenate([v[0] for v in videos])
+        labels = torch.tensor([[float(c in shown) for c in colours] for v in videos for shown in v[1]])
+        pixels = processor(images=list(frames), return_tensors="pt")["pixel_values"]
+        logits = model(pixel_values=pixels, **texts).logits_per_image + bias
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        _step(opt, sched, loss, params)
+        hits.append(float(((logits > 0).float() == labels).all(dim=1).float().mean()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", exact=f"{np.mean(hits[-50:]):.2f}")
+    bar.close()
+    model.eval()
+    log = {"steps": steps, "batch_videos": batch_videos, "frames_per_video": CLIP_FRAMES, "train_exact_last_100": float(np.mean(hits[-100:])),
+           "train_seconds": time.perf_counter() - start, "val": needle_ranking(model, processor, "val", val_size, seed)}
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return log
+
+
 # ----------------------------------------------------------------------------------------------- command
 def train_tiny(out: str | Path, seed: int = 0, threads: int = 2, longva_stages=LONGVA_STAGES, llava_steps: int = LLAVA_STEPS,
-               which: tuple[str, ...] = ("longva", "llava"), progress: bool = True, llava_vision_steps: int = LLAVA_VISION_STEPS,
-               val_size: int | None = None) -> dict:
-    """Train the models named in ``which`` into ``out/needle-longva`` and ``out/needle-llava``; writes
+               which: tuple[str, ...] = MODELS, progress: bool = True, llava_vision_steps: int = LLAVA_VISION_STEPS,
+               val_size: int | None = None, clip_steps: int = CLIP_STEPS) -> dict:
+    """Train the models named in ``which`` into ``out/needle-longva``, ``out/needle-llava`` and ``out/needle-clip``; writes
     ``out/train_log.json`` (settings, per-stage training accuracy, validation accuracy, seconds) and returns it."""
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"threads must be a positive integer, got {threads!r}")
@@ -479,6 +584,8 @@ def train_tiny(out: str | Path, seed: int = 0, threads: int = 2, longva_stages=L
         if "llava" in which:
             log["needle-llava"] = {**settings, **train_llava(out / LLAVA_DIR, seed=seed, steps=llava_steps, progress=progress,
                                                              vision_steps=llava_vision_steps, **val)}
+        if "clip" in which:
+            log["needle-clip"] = {**settings, **train_clip(out / CLIP_DIR, seed=seed, steps=clip_steps, progress=progress, **val)}
     finally:
         torch.set_num_threads(previous)
     log_path.write_text(json.dumps(log, indent=2) + "\n")
@@ -486,9 +593,9 @@ def train_tiny(out: str | Path, seed: int = 0, threads: int = 2, longva_stages=L
 
 
 def _run(args: argparse.Namespace) -> int:
-    which = ("longva", "llava") if args.only is None else (args.only,)
+    which = MODELS if args.only is None else (args.only,)
     log = train_tiny(args.out, seed=args.seed, threads=args.threads, which=which)
-    for name in (LONGVA_DIR, LLAVA_DIR):
+    for name in (LONGVA_DIR, LLAVA_DIR, CLIP_DIR):
         if name in log:
             print(f"{name}: {json.dumps(log[name])}")
     print(f"checkpoints and train_log.json in {args.out}")
@@ -506,7 +613,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT", help="output folder (gets needle-longva/, needle-llava/ and train_log.json)")
     p.add_argument("--seed", type=int, default=0, help="weights and sample order (default 0)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2; results are exact for a fixed count)")
-    p.add_argument("--only", choices=("longva", "llava"), default=None, help="train one of the two models")
+    p.add_argument("--only", choices=MODELS, default=None, help="train one of the models")
     p.set_defaults(func=_run)
     return p
 
