@@ -861,34 +861,52 @@ def paired_difference(a, b, resamples: int = 2000, seed: int = 0, level: float =
             "mcnemar_p": mcnemar_exact(only_a, only_b)}
 
 
-def paired_rows(runs: list[Run], resamples: int = 2000) -> list[dict]:
-    """Every CoS run against every baseline run on the same task, over the documents both answered with a known
-    correctness (failed samples count as wrong, as lmms-eval scores their empty prediction)."""
-    rows = []
-    for cos_run in (r for r in runs if r.expected_method == "cos"):
-        for base in (r for r in runs if r.expected_method == "uniform"):
-            for task in sorted(set(cos_run.samples) & set(base.samples)):
-                def right(run, task=task):
-                    metrics = [k.split(",")[0] for k in (run.results.get(task) or {}) if "stderr" not in k]
-                    return {s.doc_id: c for s in run.samples[task] if (c := correctness(s, metrics)) is not None}
+def _comparisons(runs: list[Run]) -> list[tuple[Run, Run]]:
+    """(reference, run) pairs: every CoS run against the baselines on the same frames (no selector, or its own
+    selector) and against the plain baseline; every baseline with a selector against the plain baseline."""
+    plain = [r for r in runs if r.expected_method == "uniform" and r.selector == "uniform"]
+    pairs = []
+    for run in runs:
+        if run.expected_method == "cos":
+            same = [b for b in runs if b.expected_method == "uniform" and b.selector == run.selector and b not in plain]
+            pairs += [(base, run) for base in plain + same]
+        elif run.expected_method == "uniform" and run.selector != "uniform":
+            pairs += [(base, run) for base in plain]
+    return pairs
 
-                a, b = right(base), right(cos_run)
-                docs = sorted(set(a) & set(b))
-                if not docs:
-                    continue
-                stats = paired_difference([a[d] for d in docs], [b[d] for d in docs], resamples=resamples)
-                rows.append({"task": task, "baseline": base.model, "cos": cos_run.model, "baseline_name": base.name,
-                             "cos_name": cos_run.name, **stats})
+
+def paired_rows(runs: list[Run], resamples: int = 2000) -> list[dict]:
+    """Paired accuracy differences (see :func:`_comparisons` for which runs are compared) on the same task, over the
+    documents both answered with a known correctness (failed samples count as wrong, as lmms-eval scores their empty
+    prediction). ``acc_a``/``only_a``: the reference run ("baseline"); ``acc_b``/``only_b``: the run ("cos")."""
+    rows = []
+    for base, other in _comparisons(runs):
+        for task in sorted(set(other.samples) & set(base.samples)):
+            def right(run, task=task):
+                metrics = [k.split(",")[0] for k in (run.results.get(task) or {}) if "stderr" not in k]
+                return {s.doc_id: c for s in run.samples[task] if (c := correctness(s, metrics)) is not None}
+
+            a, b = right(base), right(other)
+            docs = sorted(set(a) & set(b))
+            if not docs:
+                continue
+            stats = paired_difference([a[d] for d in docs], [b[d] for d in docs], resamples=resamples)
+            rows.append({"task": task, "baseline": base.model, "cos": other.model, "baseline_name": base.name,
+                         "cos_name": other.name, **stats})
     return rows
 
 
 def format_paired(rows: list[dict]) -> str:
-    return "\n".join(
-        f"paired {r['task']}: {r.get('cos_name', r['cos'])} {r['acc_b']:.3f} vs {r.get('baseline_name', r['baseline'])} {r['acc_a']:.3f} "
-        f"over {r['n']} questions: "
-        f"difference {r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] ({100 * r['level']:.0f}% paired bootstrap), "
-        f"right only with CoS {r['only_b']}, only without {r['only_a']}, McNemar exact p = {r['mcnemar_p']:.3g}"
-        for r in rows)
+    def line(r: dict) -> str:
+        run, ref = r.get("cos_name", r["cos"]), r.get("baseline_name", r["baseline"])
+        cos_vs_same_frames = ref.split("+")[1:] == run.split("+")[1:] and ":" in run  # CoS against its own frames' baseline
+        only = (f"right only with CoS {r['only_b']}, only without {r['only_a']}" if cos_vs_same_frames
+                else f"right only in {run} {r['only_b']}, only in {ref} {r['only_a']}")
+        return (f"paired {r['task']}: {run} {r['acc_b']:.3f} vs {ref} {r['acc_a']:.3f} over {r['n']} questions: "
+                f"difference {r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] ({100 * r['level']:.0f}% paired bootstrap), "
+                f"{only}, McNemar exact p = {r['mcnemar_p']:.3g}")
+
+    return "\n".join(line(r) for r in rows)
 
 
 def format_summary(rows: list[dict]) -> str:
