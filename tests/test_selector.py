@@ -218,3 +218,26 @@ def test_a_text_image_selector_equals_a_naive_pass_over_the_candidates(tiny_long
     assert trace.selector["candidates"] == candidates.tolist() and trace.selector["query"] == doc["question"]
     np.testing.assert_allclose(trace.selector["scores"], scores, rtol=1e-5, atol=1e-6)
     assert trace.frame_indices == expected and len(set(scores.round(6))) > 1  # the scores differ between frames
+
+
+@pytest.mark.parametrize("backend", ["llava_video", "videoxl"])
+def test_every_registered_base_takes_a_selector(backend, request, needle_data):
+    """LLaVA-Video (whose own rule samples by frame rate and states frame times) and Video-XL see the chosen frames."""
+    from cos.selection import select
+    from cos.video import rate_indices, sample_frames
+    from cos_runtime.engine import build_engine
+
+    ckpt = request.getfixturevalue(f"tiny_{backend}_dir")
+    doc = _docs(needle_data)[1]
+    path = needle_data / doc["video"]
+    probe = sample_frames(path, 1, backend="pyav")
+    candidates = rate_indices(probe.total_frames, probe.fps, 8)
+    scores = ((candidates >= doc["needle_start"]) & (candidates < doc["needle_end"])).astype(float)
+    expected = [int(candidates[i]) for i in select("bolt", scores, 8).selected]
+    for method in ("uniform", "cos"):
+        extra = {"scorer": "uniform"} if method == "cos" else {}
+        engine = build_engine(backend, method, {"pretrained": str(ckpt), "max_frames_num": 8, "video_decode_backend": "pyav",
+                                                **_oracle(needle_data), **extra})
+        trace = engine.answer(str(path), doc["question"], None).trace
+        assert trace.backend == backend and trace.frame_indices == expected and trace.selector["fallback"] is None
+        assert trace.frame_times == pytest.approx([i / probe.fps for i in expected])
