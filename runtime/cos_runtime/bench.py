@@ -19,6 +19,17 @@ Per frame count the report also gives the **floor** of exact co-reasoning — wh
 the baseline's video decoding, preprocessing and encoding, the scorer pass, three prefills (3 × the
 baseline's) and the 3-stream decode — and ``cos_over_floor``; prefill and decode tokens per second; and, with
 ``--scorer-profile``, the scorer's cost per video by batch size, mode (generate / logits) and precision.
+
+**Frame selectors** (``--selector aks|bolt|qframe``, after the pipelines, or alone with ``--selector-only``): what
+choosing the frames costs per minute of video. A synthetic H.264 video of ``--selector-seconds`` (default 60) at
+30 fps, 640×360 (a drifting texture whose brightness changes every frame, plus moving tiles of fresh noise; x264
+``veryfast``, its default GOP of 250 frames, so one candidate per second means decoding nearly every frame; built
+once in ``--workdir``) goes through :class:`cos.selector.FrameSelector` with ``candidate_fps=1`` and no score cache,
+for each ``--frames`` count: candidates, decoding, scoring (the text–image model), the rule and the total (medians
+over ``--repeats`` after one warm-up run), the same per minute of video, candidates per second, peak memory. The
+scoring model has the released model's shapes with random weights at ``--size small`` / ``full``
+(:func:`cos_runtime.tiny_text_image.build_text_image_shapes`: CLIP ViT-L/14 for BOLT, CLIP ViT-L/14-336 for
+Q-Frame, BLIP ITM large for AKS; float32 on a CPU, float16 on a GPU), the tiny checkpoint at ``--size tiny``.
 """
 
 from __future__ import annotations
@@ -49,6 +60,14 @@ PIPELINES = ("uniform", "cos", "release")
 SIZES = ("tiny", "small", "full")
 #: scorer batch sizes tried by --scorer-profile
 PROFILE_BATCHES = (1, 4, 8, 16, 32)
+#: --selector: the text-image model each selector scores with at --size small/full: (kind, image side, the released checkpoint)
+SELECTOR_MODELS = {"aks": ("blip", 384, "blip-itm-large-coco"), "bolt": ("clip", 224, "clip-vit-large-patch14"),
+                   "qframe": ("clip", 336, "clip-vit-large-patch14-336")}
+#: the selector bench's synthetic video: frame rate, size and x264 settings (its default GOP, 250 frames)
+SELECTOR_VIDEO = {"fps": 30, "width": 640, "height": 360, "preset": "veryfast", "crf": 26}
+#: the question the selector bench scores the candidates against (its question line is the query)
+SELECTOR_QUESTION = ("Which colour is the shape that appears in the middle of the video?\nA. red\nB. green\nC. blue\nD. yellow\n"
+                     "Answer with the option's letter from the given choices directly.")
 
 
 # -- memory ------------------------------------------------------------------------------------
@@ -312,6 +331,183 @@ def _with(args, **changes):
     return argparse.Namespace(**{**vars(args), **changes})
 
 
+# -- frame selectors ---------------------------------------------------------------------------------
+def _selector_frames(count: int, width: int, height: int, fps: int, seed: int):
+    """``count`` RGB frames, each unlike the one before: a smooth texture drifting along a closed path (20 s), one
+    brightness level brighter per frame (wrapping at 256), under four 64-px tiles of coarse noise (8-px cells) drawn
+    afresh every frame from a seeded bank, moving on their own paths."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0 : 3 * height, 0 : 3 * width].astype(np.float32)
+    texture = np.stack([127 + 120 * np.sin(2 * np.pi * (x / 310 + y / 470)), 127 + 120 * np.sin(2 * np.pi * (x / 190 - y / 260)),
+                        127 + 120 * np.cos(2 * np.pi * (x / 520 + y / 150))], axis=-1).astype(np.uint8)
+    side, cell = 64, 8
+    bank = rng.integers(0, 256, (64, side // cell, side // cell, 3), dtype=np.uint8).repeat(cell, axis=1).repeat(cell, axis=2)
+    for t in range(count):
+        a = 2 * np.pi * t / (20 * fps)
+        dy, dx = int(height * (1 + np.sin(a))), int(width * (1 + np.sin(0.7 * a)))
+        frame = texture[dy : dy + height, dx : dx + width] + np.uint8(t % 256)  # a new array; uint8 wraps
+        for k in range(4):
+            b = 2 * np.pi * (t / ((3 + k) * fps) + k / 4)
+            cy, cx = int((height - side) / 2 * (1 + np.sin(b))), int((width - side) / 2 * (1 + np.cos(1.3 * b)))
+            frame[cy : cy + side, cx : cx + side] = bank[rng.integers(len(bank))]
+        yield frame
+
+
+def selector_video(work: Path, seconds: float, seed: int = 0) -> Path:
+    """The selector bench's video of ``seconds`` under ``work`` (:data:`SELECTOR_VIDEO`: 30 fps, 640×360), built once: a
+    real H.264 mp4 (libx264 ``veryfast``, CRF 26, yuv420p, x264's default GOP of 250 frames, B-frames, CABAC) of
+    :func:`_selector_frames`, about 10 MB a minute, so decoding costs about what a real video of that size does."""
+    import os
+    from fractions import Fraction
+
+    import av
+
+    v = SELECTOR_VIDEO
+    count = int(round(seconds * v["fps"]))
+    if count < 1:
+        raise ValueError(f"--selector-seconds {seconds}: expected at least one frame's worth")
+    path = Path(work) / f"selector-{seconds:g}s-{v['width']}x{v['height']}-{v['fps']}fps.mp4"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    rate = Fraction(v["fps"])
+    container = av.open(str(tmp), mode="w", format="mp4")
+    try:
+        stream = container.add_stream("libx264", rate=rate, options={"preset": v["preset"], "crf": str(v["crf"])})
+        stream.width, stream.height, stream.pix_fmt = v["width"], v["height"], "yuv420p"
+        stream.codec_context.thread_count = 0  # every core: building it is not what is measured
+        for t, img in enumerate(_selector_frames(count, v["width"], v["height"], v["fps"], seed)):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = t, 1 / rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    except BaseException:
+        container.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    container.close()
+    os.replace(tmp, path)
+    return path
+
+
+def selector_checkpoint(work: Path, selector: str, size: str, device=None) -> Path:
+    """The text-image checkpoint ``selector`` scores with in the bench, under ``work``, built once: at ``tiny`` the tiny
+    random one of its kind (:func:`~cos_runtime.tiny_text_image.build_tiny_text_image`), else the released model's shapes
+    (:data:`SELECTOR_MODELS`) with random weights drawn on ``device`` and saved in float16 (about 0.9 GB)."""
+    import os
+    import shutil
+
+    from cos_runtime.tiny_text_image import build_text_image_shapes, build_tiny_text_image
+
+    kind, side, name = SELECTOR_MODELS[selector]
+    ckpt = Path(work) / (f"tiny-text-image-{kind}" if size == "tiny" else f"shapes-{name}")
+    if (ckpt / "model.safetensors").exists():
+        return ckpt
+    tmp = ckpt.with_name(ckpt.name + ".part")  # renamed when complete: an interrupted build is never taken for one
+    shutil.rmtree(tmp, ignore_errors=True)
+    if size == "tiny":
+        build_tiny_text_image(tmp, kind, seed=0)
+    else:
+        build_text_image_shapes(tmp, kind, image_size=side, seed=0, device=device)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    os.replace(tmp, ckpt)
+    return ckpt
+
+
+def describe_text_image(model) -> str:
+    """A :class:`cos.text_image.TextImageModel`'s shapes in words (from its config)."""
+    cfg = model.model.config
+    v, t = cfg.vision_config, cfg.text_config
+    tokens = (v.image_size // v.patch_size) ** 2 + 1
+    params = sum(p.numel() for p in model.model.parameters())
+    text = "text (attending to the image)" if model.kind == "blip" else "text"
+    return (f"vision {v.hidden_size} wide x {v.num_hidden_layers} layers, {v.num_attention_heads} heads, "
+            f"MLP {v.intermediate_size}, {v.image_size} px / patch {v.patch_size} ({tokens} tokens); {text} {t.hidden_size} wide x "
+            f"{t.num_hidden_layers} layers, {t.num_attention_heads} heads, vocab {t.vocab_size}; {params / 1e6:,.1f}M parameters in "
+            f"{str(model.dtype).replace('torch.', '')}")
+
+
+def selector_bench(args, device) -> dict:
+    """``--selector``: one :class:`cos.selector.FrameSelector` (``candidate_fps=1``, no score cache) on the synthetic video
+    of ``--selector-seconds``, for each ``--frames`` count: stage seconds (medians over ``--repeats`` after one
+    warm-up run), the same per minute of video, candidates per second, peak memory. A frame count above the number of
+    candidates is skipped (the selector would fall back to the backend's sampling and score nothing)."""
+    from cos.selector import FrameSelector, SelectorConfig
+
+    work = Path(args.workdir)
+    seconds = float(args.selector_seconds)
+    video = selector_video(work, seconds)
+    ckpt = selector_checkpoint(work, args.selector, args.size, device)
+    kind, _, name = SELECTOR_MODELS[args.selector]
+    start = time.perf_counter()
+    selector = FrameSelector(SelectorConfig(selector=args.selector, selector_model=str(ckpt), candidate_fps=1.0), device=device,
+                             dtype=None if args.dtype == "auto" else args.dtype, cache=None)
+    load = time.perf_counter() - start
+
+    def one(n: int) -> dict:
+        _reset_peak()
+        resident = _resident()
+        start = time.perf_counter()
+        out = selector.select(video, SELECTOR_QUESTION, n)
+        return {"out": out, "total": time.perf_counter() - start, **resident, **_peak()}
+
+    warm = one(min(args.frames))
+    first = warm["out"]
+    report = {"selector": args.selector, "model": f"tiny random {kind}" if args.size == "tiny" else f"random {name} shapes",
+              "checkpoint": ckpt.name, "shapes": describe_text_image(selector.model), "score_kind": selector.model.score_kind,
+              "device": _device_name(device), "dtype": str(selector.model.dtype).replace("torch.", ""),
+              "video": {**SELECTOR_VIDEO, "seconds": seconds, "frames": first.total_frames, "mib": video.stat().st_size / 2**20,
+                        "file": video.name, "decoder": first.decoder},
+              "candidate_fps": selector.config.candidate_fps, "batch_size": selector.config.selector_batch_size, "query": first.query,
+              "repeats": args.repeats, "load_s": load, "warmup_s": warm["total"], "frames": {}}
+    per_min = 60.0 / seconds
+    for n in args.frames:
+        candidates = len(first.candidates)
+        if n > candidates:
+            why = f"{n} frames > {candidates} candidates (the selector would fall back to the backend's sampling and score nothing)"
+            report["frames"][str(n)] = {"candidates": candidates, "skipped": why}
+            continue
+        runs = [one(n) for _ in range(args.repeats)]
+
+        def median(key: str, runs=runs) -> float:
+            return statistics.median(r["out"].timings.get(key, 0.0) for r in runs)
+
+        entry = {"candidates": len(runs[0]["out"].candidates), "decode_s": median("select_decode"), "score_s": median("select_score"),
+                 "rule_s": median("select_rule"), "total_s": statistics.median(r["total"] for r in runs)}
+        entry.update({f"{k}_per_min": entry[k] * per_min for k in ("decode_s", "score_s", "total_s")})
+        entry["candidates_per_s"] = entry["candidates"] / entry["total_s"]
+        for key in ("peak_rss_mib", "peak_gpu_mib", "resident_gpu_mib"):
+            if key in runs[0]:
+                entry[key] = statistics.median(r[key] for r in runs)
+        entry["fallback"] = runs[0]["out"].fallback
+        report["frames"][str(n)] = entry
+    return report
+
+
+def format_selector(sel: dict) -> list[str]:
+    """The text report's section of ``--selector``."""
+    v = sel["video"]
+    lines = [f"\nselector {sel['selector']} — {sel['model']} ({sel['shapes']}) on {sel['device']}; score {sel['score_kind']}, "
+             f"batch {sel['batch_size']}",
+             f"video {v['seconds']:g} s at {v['fps']} fps, {v['width']}x{v['height']} H.264 ({v['mib']:.1f} MiB, decoder {v['decoder']}), "
+             f"{sel['candidate_fps']:g} candidate/s; median of {sel['repeats']} after a warm-up ({sel['warmup_s']:.2f} s); "
+             f"model load {sel['load_s']:.2f} s",
+             f"{'frames':>7s}{'cands':>7s}{'decode s':>10s}{'score s':>10s}{'rule s':>9s}{'total s':>10s}   per min of video:"
+             f"{'decode':>8s}{'score':>9s}{'total':>9s}{'cands/s':>9s}  peak"]
+    for n, e in sel["frames"].items():
+        if "skipped" in e:
+            lines.append(f"{n:>7s}{e['candidates']:7d}  skipped: {e['skipped']}")
+            continue
+        peak = ", ".join(f"{label} {e[key]:.0f} MiB" for key, label in (("peak_rss_mib", "RSS"), ("peak_gpu_mib", "GPU")) if key in e)
+        lines.append(f"{n:>7s}{e['candidates']:7d}{e['decode_s']:10.3f}{e['score_s']:10.3f}{e['rule_s']:9.4f}{e['total_s']:10.3f}"
+                     f"{'':20s}{e['decode_s_per_min']:8.2f}{e['score_s_per_min']:9.2f}{e['total_s_per_min']:9.2f}"
+                     f"{e['candidates_per_s']:9.1f}  {peak}" + (f"  (fallback: {e['fallback']})" if e.get("fallback") else ""))
+    return lines
+
+
 def run_bench(args) -> dict:
     ckpt, scorer_dir, vids, doc = _prepare(args)
     from cos.device import normalise_device, resolve_dtype
@@ -525,6 +721,8 @@ def format_report(report: dict) -> str:
                     cells = [f"b{r['batch']} {r['seconds']:.3f}" for r in rows if r["precision"] == precision and r["mode"] == mode]
                     peak = max((r.get("peak_gpu_mib", r.get("peak_rss_mib", 0)) for r in rows if r["precision"] == precision), default=0)
                     lines.append(f"  {precision:9s}{mode:9s}" + "  ".join(cells) + f"   (peak {peak:.0f} MiB)")
+    if report.get("selector"):
+        lines += format_selector(report["selector"])
     return "\n".join(lines)
 
 
@@ -535,8 +733,24 @@ def plot_report(report: dict, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     counts = list(report["frames"])
-    fig, axes = plt.subplots(1, len(counts), figsize=(5 * len(counts), 4), squeeze=False)
+    sel = report.get("selector")
+    measured = [n for n, e in sel["frames"].items() if "skipped" not in e] if sel else []
+    panels = len(counts) + bool(measured)
+    if not panels:
+        raise ValueError("nothing to plot: no frame count was measured")
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
     colours = plt.get_cmap("tab10").colors
+    if measured:  # the selector's seconds per minute of video, per frame count
+        ax = axes[0][-1]
+        bottom = np.zeros(len(measured))
+        for i, stage in enumerate(("decode", "score", "rule")):
+            values = np.array([sel["frames"][n][f"{stage}_s"] * 60.0 / sel["video"]["seconds"] for n in measured])
+            ax.bar(measured, values, bottom=bottom, color=colours[i], label=stage)
+            bottom += values
+        ax.set_title(f"selector {sel['selector']} ({sel['model']})", fontsize=9)
+        ax.set_xlabel("frames chosen")
+        ax.set_ylabel("seconds per minute of video")
+        ax.legend(fontsize=8, loc="upper left")
     for ax, n in zip(axes[0], counts):
         entry = report["frames"][n]
         present = [k for k in PIPELINES if k in entry]
@@ -547,8 +761,9 @@ def plot_report(report: dict, out: Path) -> Path:
             bottom += values
         ax.set_title(f"{n} frames")
         ax.set_ylabel("seconds per video")
-    axes[0][-1].legend(fontsize=8, loc="upper left")
-    fig.suptitle(f"time per stage — {report['checkpoint']} on {report['device']}", fontsize=10)
+    if counts:
+        axes[0][len(counts) - 1].legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"time per stage — {report.get('checkpoint') or report['selector']['checkpoint']} on {report['device']}", fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
@@ -557,15 +772,26 @@ def plot_report(report: dict, out: Path) -> Path:
 
 
 def bench_command(args) -> int:
+    from cos.device import normalise_device
+
+    if args.selector_only and args.selector is None:
+        print("cos bench --selector-only needs --selector aks|bolt|qframe", file=sys.stderr)
+        return 2
+    if args.selector_seconds <= 0:
+        print(f"cos bench --selector-seconds {args.selector_seconds}: expected a positive number of seconds", file=sys.stderr)
+        return 2
     if args.smoke:
         args.size = "tiny"
         args.frames = args.frames_given or [8, 16]
         args.new_tokens = min(args.new_tokens, 4)
     elif args.size == "full":
-        from cos.device import normalise_device
-
         device = normalise_device(args.device)
         if not (str(device).startswith("cuda") and torch.cuda.is_available()):
+            if args.selector_only:
+                print(f"cos bench --size full --selector-only: runs the selector's scoring model at its released shapes in float16 on a "
+                      f"GPU; there is no CUDA device here (device {device}). On a CPU use --size small (the same shapes, in float32).",
+                      file=sys.stderr)
+                return 2
             print(f"cos bench --size full: builds {args.backend}'s real 7B shapes (about 16 GB in bf16) and LLaVA-1.5-13B's (26 GB in "
                   f"fp16) with random weights on a GPU; there is no CUDA device here (device {device}). On a CPU use --size small "
                   f"(the real token geometry, 4 layers x 256), whose ratios the README reports.", file=sys.stderr)
@@ -574,7 +800,18 @@ def bench_command(args) -> int:
     else:
         args.frames = args.frames_given or [32, 128]
     args.release_repeats = args.repeats if args.release_repeats is None else args.release_repeats
-    report = run_bench(args)
+    device = normalise_device(args.device)
+    if args.selector_only:
+        report = {"device": _device_name(device), "size": args.size, "date": time.strftime("%Y-%m-%d"), "frames": {}}
+    else:
+        report = run_bench(args)
+    if args.selector:
+        import gc
+
+        gc.collect()  # the pipelines' models are gone: the selector's peak memory is its own
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        report["selector"] = selector_bench(args, device)
     print(format_report(report))
     if args.out:
         _write(report, args.out)
@@ -619,5 +856,10 @@ def add_parser(subparsers):
     p.add_argument("--out", default=None, help="write the report as JSON")
     p.add_argument("--plot", nargs="?", const="assets/bench.png", default=None, help="write a PNG of time per stage (default assets/bench.png)")
     p.add_argument("--profile", action="store_true", help="also dump a torch profiler trace of one CoS run per frame count")
+    p.add_argument("--selector", choices=tuple(SELECTOR_MODELS), default=None,
+                   help="also measure a frame selector (candidates at 1/s, scored, the rule) per --frames count on a synthetic 640x360 "
+                        "H.264 video: its cost per minute of video (the scoring model: tiny at --size tiny, else the released shapes)")
+    p.add_argument("--selector-seconds", type=float, default=60.0, help="length of the selector's video in seconds (default 60)")
+    p.add_argument("--selector-only", action="store_true", help="measure only the --selector (none of the pipelines)")
     p.set_defaults(func=bench_command)
     return p

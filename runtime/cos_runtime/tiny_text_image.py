@@ -29,6 +29,10 @@ needs torchvision. Towers: :data:`IMAGE_SIZE` px images, patch :data:`PATCH_SIZE
 
 Everything is deterministic: the tokenizers do not depend on the seed, and the same ``seed`` gives byte-identical
 files (weights included), in any process.
+
+:func:`build_text_image_shapes` writes the other extreme, for timing (``cos bench --selector``): the released models'
+shapes (:data:`REAL_SHAPES`: CLIP ViT-L/14 at 224 or 336 px, BLIP ITM large) with random weights, the same tiny
+tokenizers (their ids fall inside the real vocabularies) and the released image processors' settings.
 """
 
 from __future__ import annotations
@@ -299,6 +303,92 @@ def build_tiny_text_image(out_dir, kind: str, seed: int = 0) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     _write_vocab_files(processor.tokenizer, kind, out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- real shapes
+#: the released checkpoints' shapes, as their ``config.json`` gives them (``cos bench --selector``: what a selector costs).
+#: ``clip``: ``openai/clip-vit-large-patch14`` (BOLT; ``image_size=336``: ``openai/clip-vit-large-patch14-336``, Q-Frame);
+#: ``blip``: ``Salesforce/blip-itm-large-coco`` (AKS: ViT-L/16 at 384 px, a BERT-base text encoder with cross-attention).
+REAL_SHAPES = {
+    "clip": {"name": "CLIP ViT-L/14",
+             "vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14,
+                            image_size=224, hidden_act="quick_gelu"),
+             "text": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, vocab_size=49408,
+                          max_position_embeddings=77, hidden_act="quick_gelu"),
+             "projection_dim": 768},
+    "blip": {"name": "BLIP ITM large (ViT-L/16)",
+             "vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=16,
+                            image_size=384),
+             "text": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, vocab_size=30524,
+                          max_position_embeddings=512, encoder_hidden_size=1024, bos_token_id=30522),
+             "projection_dim": 512, "image_text_hidden_size": 256},
+}
+
+
+def real_shapes_config(kind: str, image_size: int | None = None, tokenizer=None):
+    """The ``CLIPConfig`` / ``BlipConfig`` of :data:`REAL_SHAPES` ``[kind]`` (``image_size``: another image side, e.g.
+    336), its special-token ids those of ``tokenizer`` (default: the tiny one of :func:`build_tiny_text_image`; its ids
+    all fall inside the real vocabulary). The parameter count is the released model's:
+
+    >>> config = real_shapes_config("clip")
+    >>> from transformers import CLIPModel
+    >>> with torch.device("meta"):
+    ...     sum(p.numel() for p in CLIPModel(config).parameters())  # openai/clip-vit-large-patch14
+    427616513
+    """
+    from transformers import BlipConfig, CLIPConfig
+
+    if kind not in REAL_SHAPES:
+        raise ConfigError(f"kind must be one of {tuple(REAL_SHAPES)}, got {kind!r}")
+    shapes = REAL_SHAPES[kind]
+    vision = dict(shapes["vision"], **({"image_size": int(image_size)} if image_size else {}))
+    if kind == "clip":
+        tok = tokenizer or build_clip_tokenizer()
+        text = dict(shapes["text"], bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        return CLIPConfig(text_config=text, vision_config=vision, projection_dim=shapes["projection_dim"])
+    tok = tokenizer or build_bert_tokenizer()
+    text = dict(shapes["text"], pad_token_id=tok.pad_token_id, sep_token_id=tok.sep_token_id, eos_token_id=tok.sep_token_id)
+    return BlipConfig(text_config=text, vision_config=vision, projection_dim=shapes["projection_dim"],
+                      image_text_hidden_size=shapes["image_text_hidden_size"])
+
+
+def build_text_image_shapes(out_dir, kind: str, image_size: int | None = None, seed: int = 0, device=None,
+                            dtype: torch.dtype = torch.float16) -> Path:
+    """Write a checkpoint with a released model's shapes (:data:`REAL_SHAPES`: ``clip`` CLIP ViT-L/14, ``blip`` BLIP ITM
+    large; ``image_size`` another side, e.g. 336) and random weights to ``out_dir``; return its path. For timing, not
+    for scores: the weights are transformers' own initialisation (seeded by ``seed``), drawn on ``device`` (default
+    CPU: in float32, then cast) and saved in ``dtype`` (float16: 0.86 GB for CLIP ViT-L/14, 0.94 GB for BLIP). The
+    tokenizer and its files are the tiny one's (:func:`build_tiny_text_image`); the image processor is the released
+    one's (CLIP: shortest edge, centre crop; BLIP: square resize; bicubic, OpenAI mean/std) at the image size.
+    ``cos.text_image.TextImageModel(out_dir)`` loads it like the released checkpoint."""
+    from transformers import BlipForImageTextRetrieval, BlipProcessor, CLIPModel, CLIPProcessor
+    from transformers.models.blip import BlipImageProcessorPil
+    from transformers.models.clip import CLIPImageProcessorPil
+
+    if kind not in REAL_SHAPES:
+        raise ConfigError(f"kind must be one of {tuple(REAL_SHAPES)}, got {kind!r}")
+    side = int(image_size or REAL_SHAPES[kind]["vision"]["image_size"])
+    if kind == "clip":
+        tok = build_clip_tokenizer()
+        square = {"height": side, "width": side}
+        processor = CLIPProcessor(image_processor=CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size=square), tokenizer=tok)
+        cls = CLIPModel
+    else:
+        tok = build_bert_tokenizer()
+        processor = BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": side, "width": side}), tokenizer=tok)
+        cls = BlipForImageTextRetrieval
+    config = real_shapes_config(kind, side, tok)
+    device = torch.device(device or "cpu")
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = cls._from_config(config, dtype=dtype if device.type == "cuda" else torch.float32).eval()
+    model.to(dtype)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    _write_vocab_files(tok, kind, out)
     return out
 
 
