@@ -36,7 +36,7 @@ import numpy as np
 
 from cos.errors import ConfigError
 
-__all__ = ["COLOURS", "MARKS", "QUESTION_KINDS", "SHAPES", "SPLITS", "add_parser", "make_needle_videos"]
+__all__ = ["COLOURS", "MARKS", "QUESTION_KINDS", "SHAPES", "SPLITS", "add_parser", "make_needle_videos", "write_mp4"]
 
 #: needle colours (saturated RGB); the background stays far from all of them
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -297,17 +297,21 @@ def _frames(record: dict, render: dict, indices=None):
         yield frame
 
 
-def _write_mp4(path: Path, frames, size: int, fps: float) -> None:
+def write_mp4(path: Path, frames, width: int, height: int, fps: float, options: dict | None = None, threads: int = 1) -> Path:
+    """Encode ``frames`` (uint8 RGB ``(height, width, 3)`` arrays, an iterable) as an H.264 mp4 (yuv420p) at ``fps``,
+    through a ``.part`` file renamed into place (an interrupted write leaves no video). ``options``: libx264's
+    (default: this module's deterministic settings); ``threads``: the encoder's (0: every core)."""
     import av
 
     rate = Fraction(fps).limit_denominator(1001)
+    path = Path(path)
     tmp = path.with_name(path.name + ".part")
     container = av.open(str(tmp), mode="w", format="mp4")
     try:
-        stream = container.add_stream("libx264", rate=rate, options=dict(_X264_OPTIONS))
-        stream.width = stream.height = size
+        stream = container.add_stream("libx264", rate=rate, options=dict(_X264_OPTIONS if options is None else options))
+        stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1
+        stream.codec_context.thread_count = threads
         for t, img in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = t
@@ -322,6 +326,7 @@ def _write_mp4(path: Path, frames, size: int, fps: float) -> None:
         raise
     container.close()
     os.replace(tmp, path)
+    return path
 
 
 def make_needle_videos(
@@ -380,7 +385,7 @@ def make_needle_videos(
         record = plan["record"]
         record["id"] = f"needle_{index:0{width}d}"
         record["video"] = f"videos/{record['id']}.mp4"
-        _write_mp4(out / record["video"], _frames(record, plan["render"]), size, float(rate))
+        write_mp4(out / record["video"], _frames(record, plan["render"]), size, size, float(rate))
         records.append(record)
 
     records.sort(key=lambda r: r["id"])

@@ -357,10 +357,7 @@ def selector_video(work: Path, seconds: float, seed: int = 0) -> Path:
     """The selector bench's video of ``seconds`` under ``work`` (:data:`SELECTOR_VIDEO`: 30 fps, 640×360), built once: a
     real H.264 mp4 (libx264 ``veryfast``, CRF 26, yuv420p, x264's default GOP of 250 frames, B-frames, CABAC) of
     :func:`_selector_frames`, about 10 MB a minute, so decoding costs about what a real video of that size does."""
-    import os
-    from fractions import Fraction
-
-    import av
+    from cos.synthetic import write_mp4
 
     v = SELECTOR_VIDEO
     count = int(round(seconds * v["fps"]))
@@ -370,27 +367,8 @@ def selector_video(work: Path, seconds: float, seed: int = 0) -> Path:
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    rate = Fraction(v["fps"])
-    container = av.open(str(tmp), mode="w", format="mp4")
-    try:
-        stream = container.add_stream("libx264", rate=rate, options={"preset": v["preset"], "crf": str(v["crf"])})
-        stream.width, stream.height, stream.pix_fmt = v["width"], v["height"], "yuv420p"
-        stream.codec_context.thread_count = 0  # every core: building it is not what is measured
-        for t, img in enumerate(_selector_frames(count, v["width"], v["height"], v["fps"], seed)):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts, frame.time_base = t, 1 / rate
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    except BaseException:
-        container.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    container.close()
-    os.replace(tmp, path)
-    return path
+    return write_mp4(path, _selector_frames(count, v["width"], v["height"], v["fps"], seed), v["width"], v["height"], v["fps"],
+                     options={"preset": v["preset"], "crf": str(v["crf"])}, threads=0)  # every core: building it is not measured
 
 
 def selector_checkpoint(work: Path, selector: str, size: str, device=None) -> Path:
