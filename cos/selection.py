@@ -46,10 +46,13 @@ import numpy as np
 
 from cos.errors import ConfigError
 
-__all__ = ["SELECTORS", "Selection", "add_parser", "load_scores", "select", "select_aks", "select_bolt", "select_qframe", "select_uniform"]
+__all__ = ["AKS_BUDGETS", "BOLT_DUPLICATES", "QFRAME_NOISE", "RULE_PARAMS", "SELECTORS", "Selection", "add_parser", "load_scores",
+           "select", "select_aks", "select_bolt", "select_qframe", "select_uniform", "valid_power"]
 
 SELECTORS = ("uniform", "aks", "bolt", "qframe")
 AKS_BUDGETS = ("paper", "release")
+BOLT_DUPLICATES = ("replace", "keep")
+QFRAME_NOISE = ("on", "off")
 
 
 @dataclass
@@ -164,6 +167,11 @@ def select_aks(scores, n: int, t1: float = 0.8, t2: float = -100.0, all_depth: i
 
 
 # -- BOLT --------------------------------------------------------------------------------------------------
+def valid_power(power) -> bool:
+    """BOLT's exponent: -1 (none) or a finite number >= 0."""
+    return isinstance(power, (int, float, np.number)) and not isinstance(power, bool) and math.isfinite(power) and (power == -1 or power >= 0)
+
+
 def select_bolt(scores, n: int, power: float = 3.0, duplicates: str = "replace") -> Selection:
     """Inverse transform sampling (see the module docstring). Returns non-decreasing candidate indices.
 
@@ -171,9 +179,9 @@ def select_bolt(scores, n: int, power: float = 3.0, duplicates: str = "replace")
     [1, 2]
     """
     s, n = _scores(scores), _count(n)
-    if duplicates not in ("replace", "keep"):
+    if duplicates not in BOLT_DUPLICATES:
         raise ConfigError(f"duplicates must be 'replace' or 'keep', got {duplicates!r}")
-    if not (math.isfinite(power) and (power == -1 or power >= 0)):
+    if not valid_power(power):
         raise ConfigError(f"power must be -1 (none) or a finite number >= 0, got {power!r}")
     params = {"power": float(power), "duplicates": duplicates}
     p = _minmax(s)
@@ -214,7 +222,7 @@ def select_qframe(scores, n: int, tau: float = 0.8, noise: str = "on", seed: int
     [1, 3]
     """
     s, n = _scores(scores), _count(n)
-    if noise not in ("on", "off"):
+    if noise not in QFRAME_NOISE:
         raise ConfigError(f"noise must be 'on' or 'off', got {noise!r}")
     if not tau > 0:
         raise ConfigError(f"tau must be positive, got {tau!r}")
@@ -252,6 +260,8 @@ def _integer(value) -> int:
 _PARAMS = {"uniform": {}, "aks": {"t1": float, "t2": float, "all_depth": _integer, "budget": str},
            "bolt": {"power": float, "duplicates": str},
            "qframe": {"tau": float, "noise": str, "seed": _integer, "high": _integer, "mid": _integer, "low": _integer}}
+#: each rule's parameters, by their original names (``cos select --param``, the models' ``model_args``)
+RULE_PARAMS: dict[str, tuple[str, ...]] = {method: tuple(names) for method, names in _PARAMS.items()}
 
 
 def select(method: str, scores, n: int, **params) -> Selection:

@@ -39,7 +39,8 @@ import numpy as np
 
 from cos.errors import ConfigError
 from cos.options import choice, non_negative_int, number, option, optional_path, positive_int, validate
-from cos.selection import AKS_BUDGETS, SELECTORS, Selection, select
+from cos.selection import AKS_BUDGETS, BOLT_DUPLICATES, QFRAME_NOISE, RULE_PARAMS, SELECTORS, Selection, select, valid_power
+from cos.text_image import SCORE_KINDS
 
 __all__ = ["DEFAULT_MODELS", "FrameSelector", "SelectedFrames", "SelectorConfig", "question_line"]
 
@@ -51,11 +52,8 @@ DEFAULT_MODELS = {
 }
 ORACLE = "oracle"
 QUERIES = ("question", "prompt")
-SCORE_KINDS = ("auto", "logits", "dot", "itm")
-
-#: parameters of each rule (names as the originals'; :func:`cos.selection.select` reads them)
-RULE_PARAMS = {"aks": ("t1", "t2", "all_depth", "budget"), "bolt": ("power", "duplicates"),
-               "qframe": ("tau", "noise", "seed", "high", "mid", "low")}
+#: Q-Frame's resolution groups: reported in the trace, never change the frames a fixed-resolution base sees
+TRACE_ONLY = ("high", "mid", "low")
 
 
 def _power(name: str, value: Any) -> float:
@@ -63,7 +61,7 @@ def _power(name: str, value: Any) -> float:
         x = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):
         x = math.nan
-    if not math.isfinite(x) or (x != -1 and x < 0):
+    if not valid_power(x):
         raise ConfigError(f"{name}={value!r}: expected -1 (no power) or a number >= 0")
     return x
 
@@ -96,11 +94,11 @@ class SelectorConfig:
                          help="AKS: paper (each segment its own budget) or release (int(n / 2**depth) per leaf)")
     # BOLT
     power: float = option(3.0, read=_power, identity=False, help="BOLT: exponent on the normalised scores (-1: none)")
-    duplicates: str = option("replace", read=choice(("replace", "keep")), identity=False,
+    duplicates: str = option("replace", read=choice(BOLT_DUPLICATES), identity=False,
                              help="BOLT: replace (n distinct frames) or keep (the release's repeats)")
     # Q-Frame
     tau: float = option(0.8, read=number(1e-6, 1e6), identity=False, help="Q-Frame: softmax temperature")
-    noise: str = option("on", read=choice(("on", "off")), identity=False, help="Q-Frame: Gumbel noise on (seeded) or off")
+    noise: str = option("on", read=choice(QFRAME_NOISE), identity=False, help="Q-Frame: Gumbel noise on (seeded) or off")
     seed: int = option(0, read=non_negative_int, identity=False, help="Q-Frame: seed of the Gumbel noise")
     high: int = option(0, read=non_negative_int, identity=False, help="Q-Frame: frames of the high-resolution group (trace only)")
     mid: int = option(0, read=non_negative_int, identity=False, help="Q-Frame: frames of the mid-resolution group (trace only)")
@@ -135,14 +133,16 @@ class SelectorConfig:
 
     def identity(self) -> dict:
         """What changes the chosen frames: nothing for ``uniform`` (existing result-cache keys stay valid), else
-        the selector, its model (a folder made absolute), query, candidate rate and rule parameters."""
+        the selector, its model (a folder made absolute), query, candidate rate and rule parameters (not Q-Frame's
+        trace-only resolution groups)."""
         if not self.active:
             return {}
         model = self.model
         if model != ORACLE and os.path.isdir(os.path.expanduser(model)):
             model = os.path.abspath(os.path.expanduser(model))
+        params = {k: v for k, v in self.rule_params().items() if k not in TRACE_ONLY}
         out = {"selector": self.selector, "selector_model": model, "selector_query": self.selector_query,
-               "candidate_fps": self.candidate_fps, **self.rule_params()}
+               "candidate_fps": self.candidate_fps, **params}
         if model == ORACLE:
             out["selector_truth"] = self.selector_truth
         else:
@@ -207,6 +207,7 @@ class SelectedFrames:
     scores: list[float] | None  #: one per candidate (None when nothing was scored)
     selection: Selection | None
     fallback: str | None = None
+    stream_note: str | None = None  #: the video ended before the last candidate
     cache_hit: bool = False
     total_frames: int = 0
     fps: float = 0.0
@@ -219,7 +220,8 @@ class SelectedFrames:
                 "candidates": self.candidates, "scores": self.scores,
                 "selected": None if sel is None else sel.selected, "requested": None if sel is None else sel.requested,
                 "params": None if sel is None else sel.params, "note": None if sel is None else sel.note,
-                "groups": None if sel is None else sel.groups, "fallback": self.fallback, "cache_hit": self.cache_hit,
+                "groups": None if sel is None else sel.groups, "fallback": self.fallback, "stream_note": self.stream_note,
+                "cache_hit": self.cache_hit,
                 "timings": dict(self.timings)}
 
 
@@ -298,7 +300,10 @@ class FrameSelector:
             else:
                 scores, candidates = self._score(stream, path, query, timings)
                 out.candidates = candidates
-                if key is not None and len(candidates) == len(stream.indices):
+                if len(candidates) < len(stream.indices):  # the stream ended before its packet count said (PyAV)
+                    out.stream_note = (f"the video ended after {len(candidates)} of its {len(stream.indices)} candidates (its "
+                                       "container announced more frames than it holds): the rest were not scored")
+                elif key is not None:
                     self.cache.put_json(key, {"scores": scores.tolist()})
         out.scores = [float(s) for s in scores]
         tick = time.perf_counter()
@@ -336,7 +341,10 @@ class FrameSelector:
         return np.concatenate(scores).astype(np.float64), delivered
 
     def _oracle_scores(self, path: str, indices, total_frames: int) -> np.ndarray:
-        truth = self.oracle.lookup(path)
+        try:
+            truth = self.oracle.lookup(path)
+        except ConfigError as err:  # the shared oracle names the CoS scorer's option
+            raise ConfigError(f"selector oracle: {err}".replace("scorer_truth=", "selector_truth=")) from None
         if total_frames and total_frames != truth.num_frames:
             raise ConfigError(f"selector oracle: video {path!r} has {total_frames} frames but its record in "
                               f"selector_truth={self.config.selector_truth!r} has {truth.num_frames}: not the same video")

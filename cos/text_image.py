@@ -224,8 +224,15 @@ class TextImageModel:
 
     # ---------------------------------------------------------------------------------------------- identity
     def identity(self) -> dict:
-        """What determines the scores: ``pretrained`` (as given), ``kind``, ``score_kind`` and the dtype's name."""
-        return {"pretrained": self.pretrained, "kind": self.kind, "score_kind": self.score_kind, "dtype": _dtype_name(self.dtype)}
+        """What determines the scores: ``pretrained`` (a local folder made absolute, with its files' number, size and
+        newest mtime, so a checkpoint rewritten in place is a new identity), ``kind``, ``score_kind`` and the dtype's name."""
+        out = {"pretrained": self.pretrained, "kind": self.kind, "score_kind": self.score_kind, "dtype": _dtype_name(self.dtype)}
+        folder = os.path.expanduser(self.pretrained)
+        if os.path.isdir(folder):
+            from cos.cache import file_identity
+
+            out.update(pretrained=os.path.abspath(folder), files=file_identity(folder))
+        return out
 
     def __repr__(self) -> str:
         return (f"TextImageModel({self.pretrained!r}, kind={self.kind!r}, score={self.score_kind!r}, device={str(self.device)!r}, "
@@ -307,6 +314,8 @@ def get_text_image_model(pretrained: str | os.PathLike, score: str = "auto", dev
     _check_score(score)
     batch_size = _check_batch_size(batch_size)
     name = os.fspath(pretrained)
+    if os.path.isdir(os.path.expanduser(name)):  # one model however its folder is named (relative, ~, absolute)
+        name = os.path.abspath(os.path.expanduser(name))
     dev = normalise_device(device)
     dt = resolve_dtype(dtype, dev, gpu_default=torch.float16)
     key = _key(name, score, dev, dt)

@@ -44,7 +44,8 @@ class CoSTrace:
     num_frames: int = 0  #: frames sampled (n)
     #: a frame selector's work (None: the backend's own sampling rule): method, model, query, candidate_fps,
     #: candidates (source frame of each candidate), scores (one per candidate), selected (candidate positions chosen),
-    #: requested, params, note, groups (Q-Frame), fallback (why the backend's rule was used instead), cache_hit, timings
+    #: requested, params, note, groups (Q-Frame), fallback (why the backend's rule was used instead), stream_note (the
+    #: video ended before its last candidate), cache_hit, timings
     selector: dict | None = None
     # -- grounding (CoS only; None for the baseline)
     scorer: str | None = None  #: scorer name ("llava", "self", "uniform", "oracle", ...)

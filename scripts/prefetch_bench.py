@@ -71,7 +71,7 @@ def run_direct(spec, values: dict, method: str, data: Path, depth: int, device: 
     engine.answer(*items[0], gen)  # warm-up (CUDA context, kernels), not counted
     records = []
     start = time.perf_counter()
-    with Prefetcher(items, lambda item: (item, item[0]), engine.prepare, depth) as ahead:
+    with Prefetcher(items, lambda item: (item, item), lambda item: engine.prepare(*item), depth) as ahead:
         for index, (video, question) in enumerate(items):
             pending = ahead.take(index)
             trace = engine.answer(video, question, gen, prepared=pending.prepared if pending else None).trace

@@ -371,9 +371,11 @@ def test_prefetcher_holds_at_most_depth_videos_ahead_and_skips_what_is_done(tiny
     resolved.clear()
     started = []
 
-    def prepare(visual):
+    def prepare(job):
+        visual, prompt = job  # what _resolve_ahead hands over: the visual and the prompt (a frame selector's query)
+        assert prompt == "Which shape?"
         started.append(visual)
-        return model.engine.prepare(visual)
+        return model.engine.prepare(visual, prompt)
 
     with Prefetcher(requests, model._resolve_ahead, prepare, depth=2) as ahead:
         first = ahead.take(0)

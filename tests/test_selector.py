@@ -192,7 +192,7 @@ def test_a_selector_refuses_images_and_unknown_videos_clearly(tiny_longva_dir, n
     frames = [np.zeros((16, 16, 3), dtype=np.uint8)] * 4
     with pytest.raises(ConfigError, match="list of 4 images"):
         engine.answer(frames, "What is shown?", None)
-    with pytest.raises(CosError, match="not in scorer_truth"):
+    with pytest.raises(CosError, match="selector oracle: .* is not in selector_truth="):
         engine.answer(str(stranger), "What is shown?", None)
 
 
@@ -241,3 +241,26 @@ def test_every_registered_base_takes_a_selector(backend, request, needle_data):
         trace = engine.answer(str(path), doc["question"], None).trace
         assert trace.backend == backend and trace.frame_indices == expected and trace.selector["fallback"] is None
         assert trace.frame_times == pytest.approx([i / probe.fps for i in expected])
+
+
+def test_a_selector_on_a_folder_of_frames(tiny_longva_dir, needle_data, tiny_text_image_dirs, tmp_path):
+    """A frame folder (unknown frame rate: every image is a candidate) is read as a folder for the candidates and for
+    the chosen frames."""
+    from PIL import Image
+
+    from cos.selection import select
+    from cos.text_image import get_text_image_model
+    from cos.video import sample_frames
+
+    doc = _docs(needle_data)[0]
+    video = sample_frames(needle_data / doc["video"], 20, backend="pyav")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(video.frames):
+        Image.fromarray(frame).save(folder / f"{i + 1}.png")
+    scores = get_text_image_model(str(tiny_text_image_dirs["clip"])).score(list(video.frames), doc["question"])
+    expected = select("bolt", scores, 8).selected
+    trace = _engine(tiny_longva_dir, selector="bolt", selector_model=str(tiny_text_image_dirs["clip"])).answer(
+        str(folder), doc["question"], None).trace
+    assert trace.decoder == "frames" and trace.selector["candidates"] == list(range(20)) and trace.frame_indices == expected
+    assert trace.frame_times is None and trace.selector["fallback"] is None

@@ -240,8 +240,12 @@ def test_cache_returns_one_model_per_configuration(tiny):
 
 
 def test_identity(tiny):
+    from cos.cache import file_identity
+
     m = get_text_image_model(tiny["blip"], batch_size=5)
-    assert m.identity() == {"pretrained": os.fspath(tiny["blip"]), "kind": "blip", "score_kind": "itm", "dtype": "float32"}
+    assert m.identity() == {"pretrained": os.path.abspath(tiny["blip"]), "kind": "blip", "score_kind": "itm", "dtype": "float32",
+                            "files": file_identity(tiny["blip"])}
+    assert get_text_image_model(os.path.relpath(tiny["blip"])) is m  # one model however its folder is named
     assert get_text_image_model(tiny["clip"], score="dot").identity()["score_kind"] == "dot"
     assert get_text_image_model(tiny["siglip"], dtype="bfloat16").identity()["dtype"] == "bfloat16"
 

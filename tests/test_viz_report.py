@@ -633,3 +633,21 @@ def test_report_shows_the_selector_its_fallbacks_and_the_panel(tmp_path, needle,
             continue
         want = {candidate_x(p, len(sel["candidates"]), strip.shape[1]) for p in sel["selected"]}
         assert want <= ticks and all(min(abs(c - x) for x in want) <= 1 for c in ticks), f"doc {doc_id}: ticks misplaced"
+
+
+def test_each_run_is_paired_with_the_baselines_that_saw_the_same_frames(tmp_path):
+    from cos_runtime.report import Run, _comparisons
+
+    def run(i, model, **args):
+        return Run(index=i, results_path=tmp_path / f"{i}.json", model=model, model_args=args, results={}, n_samples={},
+                   trace_dir=None, trace_dir_given=None)
+
+    plain = run(0, "longva")
+    bolt3 = run(1, "longva", selector="bolt", power="3", selector_batch_size="8")
+    bolt25 = run(2, "longva", selector="bolt", power="2.5")
+    cos3 = run(3, "cos_longva", selector="bolt", power="3", scorer="llava")
+    cos_plain = run(4, "cos_longva", scorer="llava")
+    pairs = [(a.index, b.index) for a, b in _comparisons([plain, bolt3, bolt25, cos3, cos_plain])]
+    # a selector baseline against the plain one; CoS against the plain baseline and the one on its own frames (power 3:
+    # not the power-2.5 run; another batch size chooses the same frames)
+    assert pairs == [(0, 1), (0, 2), (0, 3), (1, 3), (0, 4)]

@@ -332,8 +332,9 @@ class VideoModel(lmms):
                          "doc_id": doc_id, "context": context, "gen_kwargs": gen, "visual": visual_identity(visual)})
 
     def _resolve_ahead(self, request) -> tuple[Resolved, object] | None:
-        """The prefetcher's look at a later request: resolved, and its visual to prepare (None when its answer is
-        already in the result cache, or its question would be refused before any decoding); padding is skipped."""
+        """The prefetcher's look at a later request: resolved, and what to prepare — ``(visual, prompt)``, the prompt
+        for a frame selector — or None when its answer is already in the result cache, or its question would be
+        refused before any decoding; padding is skipped."""
         if _padding(request):
             return None
         resolved = self.resolve(*request.args[:6])

@@ -50,6 +50,7 @@ from cos.decoding import penalise_repetition
 from cos.pipeline import CoSConfig, CoSPipeline, GenerationOptions
 from cos.prefix import cache_from_tensors, crop_cache, plan_prefill
 from cos.scoring import LlavaScorer, ShotScorer, ShotScores, get_scorer
+from cos.selector import DEFAULT_MODELS
 from cos.shots import shot_groups
 from cos.trace import StageTimer
 from cos_runtime import registry
@@ -61,8 +62,8 @@ SIZES = ("tiny", "small", "full")
 #: scorer batch sizes tried by --scorer-profile
 PROFILE_BATCHES = (1, 4, 8, 16, 32)
 #: --selector: the text-image model each selector scores with at --size small/full: (kind, image side, the released checkpoint)
-SELECTOR_MODELS = {"aks": ("blip", 384, "blip-itm-large-coco"), "bolt": ("clip", 224, "clip-vit-large-patch14"),
-                   "qframe": ("clip", 336, "clip-vit-large-patch14-336")}
+SELECTOR_MODELS = {name: (kind, side, DEFAULT_MODELS[name].split("/")[-1])  # each selector's default model (cos.selector)
+                   for name, kind, side in (("aks", "blip", 384), ("bolt", "clip", 224), ("qframe", "clip", 336))}
 #: the selector bench's synthetic video: frame rate, size and x264 settings (its default GOP, 250 frames)
 SELECTOR_VIDEO = {"fps": 30, "width": 640, "height": 360, "preset": "veryfast", "crf": 26}
 #: the question the selector bench scores the candidates against (its question line is the query)

@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "select": ("cos.selection", "a frame-selection rule (AKS, BOLT, Q-Frame, uniform) on precomputed scores, as JSON"),
     "make-tiny-llava": ("cos_runtime.tiny_llava", "write a random LLaVA scorer checkpoint"),
     "make-tiny-text-image": ("cos_runtime.tiny_text_image", "write a random CLIP/BLIP/SigLIP checkpoint (frame selectors' scorer)"),
-    "train-tiny": ("cos_runtime.train_tiny", "train the demo's small LongVA and LLaVA scorer on the needle task (CPU)"),
+    "train-tiny": ("cos_runtime.train_tiny", "train the demo's small LongVA, LLaVA scorer and selectors' CLIP on the needle task (CPU)"),
     "env": ("cos.env", "print versions for bug reports"),
 }
 

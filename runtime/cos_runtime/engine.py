@@ -32,7 +32,7 @@ from cos.pipeline import Answer, CoSPipeline, GenerationOptions, check_frames
 from cos.protocol import VideoInfo
 from cos.selector import FrameSelector, frame_times
 from cos.trace import StageTimer
-from cos.video import frames_from_images, sample_frames
+from cos.video import BACKENDS, frames_from_images, sample_frames
 from cos_runtime import registry
 from cos_runtime.options import ModelOptions
 
@@ -141,8 +141,9 @@ class Engine:
                     video = self.module.sample_frames(visual, self.opts.backend)
                 else:
                     picked = chosen.indices
-                    video = sample_frames(visual, None, backend=chosen.decoder or self.opts.backend.video_decode_backend,
-                                          rule=lambda total, fps: picked)
+                    # the decoder that read the candidates (a frame folder, "frames", is read as one whatever it is told)
+                    decoder = chosen.decoder if chosen.decoder in BACKENDS else self.opts.backend.video_decode_backend
+                    video = sample_frames(visual, None, backend=decoder, rule=lambda total, fps: picked)
                     video.times = frame_times(picked, video.fps)
             info = {"video": str(visual), "frame_indices": video.indices.tolist(), "total_frames": int(video.total_frames),
                     "fps": float(video.fps), "duration": float(video.duration), "decoder": video.backend}
@@ -164,7 +165,9 @@ class Engine:
 
     def prepare(self, visual, question: str | None = None) -> PreparedVisual:
         """Decode ``visual`` (its frames chosen for ``question`` when there is a selector) and preprocess its frames
-        into host memory (any thread; nothing touches the GPU): what :meth:`answer` does first, done ahead. Only a
+        into host memory (any thread): what :meth:`answer` does first, done ahead. Nothing here touches the GPU except a
+        frame selector's text–image model, which scores the candidates on the model's device (its kernels then overlap
+        the current sample's, whose stage timings include the wait). Only a
         decoding error is kept (raised by :meth:`answer` in the sample's turn, where the serial path raises it);
         frames the pipeline refuses, or whose preprocessing fails, are left unprocessed, so the sample's turn does it,
         and fails, exactly as without prefetching."""

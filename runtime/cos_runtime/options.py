@@ -96,7 +96,8 @@ class ModelOptions:
         return [f.name for group in self.groups(type(self.backend), self.method).values() for f in opt.dataclass_fields(group)]
 
     def identity(self) -> dict:
-        """The options that determine an answer: the model-configuration part of the result-cache key.
+        """The options that determine an answer: the model-configuration part of the result-cache key (the frame
+        selector's part is empty for ``selector=uniform``, so existing keys stay valid).
 
         Devices, batch sizes, chunk sizes and output locations are left out, so a run resumed on another
         number of processes (cuda:0 vs cuda:1) or with another trace directory reuses what was answered.

@@ -3,7 +3,8 @@
 :class:`Prefetcher` walks a list of items (lmms-eval requests, or ``(video, question)`` pairs) in order. When item
 ``i``'s turn comes (:meth:`Prefetcher.take`), items up to ``i + depth`` are *resolved* in the calling thread (the
 caller's ``resolve(item)``: what the item asks, and whether its video should be prepared) and their videos are
-handed to ``prepare`` (:meth:`cos_runtime.engine.Engine.prepare`: decode + preprocess) in one worker thread. The
+handed to ``prepare`` (:meth:`cos_runtime.engine.Engine.prepare`: a frame selector's choice, decode, preprocess) in
+one worker thread. The
 caller answers item ``i`` with what was prepared for it (``Engine.answer(..., prepared=ahead.prepared)``).
 
 What keeps the results equal to a serial run: resolution has no side effects (the caller records nothing then);
@@ -34,10 +35,11 @@ class Prefetcher:
 
     Args:
         items: the work, in the order it is answered.
-        resolve: ``resolve(item) -> (job, visual) | None`` in the calling thread: ``None`` for an item not to look
-            at ahead (padding), ``visual=None`` for one whose video is not to be prepared (already answered).
+        resolve: ``resolve(item) -> (job, what) | None`` in the calling thread: ``None`` for an item not to look
+            at ahead (padding), ``what=None`` for one whose video is not to be prepared (already answered); else
+            what ``prepare`` gets (the lmms-eval models: ``(visual, prompt)``, the prompt for a frame selector).
             Exceptions (and ``SystemExit``) mean "not ahead": the item's turn resolves it again, serially.
-        prepare: ``prepare(visual)`` in the worker thread; must not raise (it keeps errors in its result).
+        prepare: ``prepare(what)`` in the worker thread; must not raise (it keeps errors in its result).
         depth: items prepared ahead of the current one; 0 turns prefetching off (:meth:`take` returns None).
     """
 

@@ -132,6 +132,16 @@ class Run:
         return (self.model_args.get("selector_model") or "").strip() or (str(found["model"]) if found and found.get("model") else None)
 
     @property
+    def selector_key(self) -> tuple:
+        """What decides the frames a selector chooses, from ``model_args`` (the selector, its model, rate, query and rule
+        parameters; not its batch size): runs with equal keys saw the same frames."""
+        from cos.options import dataclass_fields
+        from cos.selector import SelectorConfig
+
+        names = {f.name for f in dataclass_fields(SelectorConfig)} - {"selector_batch_size"}
+        return (self.selector, *sorted((k, str(v)) for k, v in self.model_args.items() if k in names and k != "selector"))
+
+    @property
     def name(self) -> str:
         """The model, for a CoS run its scorer (``cos_longva:oracle``), and a selector other than uniform (``longva+bolt``):
         runs of one model told apart in tables."""
@@ -862,13 +872,14 @@ def paired_difference(a, b, resamples: int = 2000, seed: int = 0, level: float =
 
 
 def _comparisons(runs: list[Run]) -> list[tuple[Run, Run]]:
-    """(reference, run) pairs: every CoS run against the baselines on the same frames (no selector, or its own
-    selector) and against the plain baseline; every baseline with a selector against the plain baseline."""
+    """(reference, run) pairs: every CoS run against the baselines on the same frames (no selector, or the same selector
+    with the same settings: :attr:`Run.selector_key`) and against the plain baseline; every baseline with a selector
+    against the plain baseline."""
     plain = [r for r in runs if r.expected_method == "uniform" and r.selector == "uniform"]
     pairs = []
     for run in runs:
         if run.expected_method == "cos":
-            same = [b for b in runs if b.expected_method == "uniform" and b.selector == run.selector and b not in plain]
+            same = [b for b in runs if b.expected_method == "uniform" and b.selector_key == run.selector_key and b not in plain]
             pairs += [(base, run) for base in plain + same]
         elif run.expected_method == "uniform" and run.selector != "uniform":
             pairs += [(base, run) for base in plain]

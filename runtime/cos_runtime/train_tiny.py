@@ -1,6 +1,6 @@
-"""``cos train-tiny OUT``: train the demo's two small models on the distractor needle task, on a CPU.
+"""``cos train-tiny OUT``: train the demo's small models on the distractor needle task, on a CPU.
 
-Two checkpoints, each in its original on-disk format and loaded by the same ``from_pretrained`` code as the real
+Three checkpoints, each in its original on-disk format and loaded by the same ``from_pretrained`` code as the real
 models (no special path):
 
 * ``OUT/needle-longva`` — a LongVA (CLIP tower + ``mlp2x_gelu`` projector + 2x2 pooling + Qwen2), size ``demo`` of
@@ -9,6 +9,9 @@ models (no special path):
 * ``OUT/needle-llava`` — a LLaVA-1.5-shaped scorer (``LlavaForConditionalGeneration``, CLIP 112 px / patch 14,
   Llama), trained to answer the release's scoring prompt (:func:`cos.scoring.llava_prompt` of the whole task prompt)
   with ``yes`` when a 2x2 mosaic of four sampled frames (:func:`cos.shots.make_mosaics`) shows the needle, else ``no``.
+* ``OUT/needle-clip`` — a ``CLIPModel`` (64 px, patch 8) for the frame selectors (:mod:`cos.selector`), trained to
+  score a frame against the needle question of each colour: high when a shape of that colour is on it
+  (:func:`train_clip`).
 
 **The task** (:mod:`cos.synthetic`, ``question="mark"``, 64 px videos of 48-160 frames): every event is a shape in a
 saturated colour with a square mark in one of four colours at its centre; besides the needle, distractor shapes
@@ -500,20 +503,18 @@ def clip_samples(split: str, start: int, count: int, seed: int = 0, distractors:
     return out, index
 
 
-def needle_ranking(model, processor, split: str = "val", count: int = 100, seed: int = 0, distractors: int = 4) -> dict:
-    """How well ``model`` ranks a video's frames for its question: per video of ``split`` (``distractors`` each), every
-    frame scored against the question (``logits_per_image``), then the mean R-precision (share of the top-``L`` frames
-    that show the needle, ``L`` its length) and the mean AUC of needle frames against the others."""
+def needle_ranking(scorer, split: str = "val", count: int = 100, seed: int = 0, distractors: int = 4) -> dict:
+    """How well a text–image model (a :class:`cos.text_image.TextImageModel`: the selectors' own scoring path) ranks a
+    video's frames for its question: per video of ``split`` (``distractors`` each), every frame scored against the
+    question, then the mean R-precision (share of the top-``L`` frames that show the needle, ``L`` its length) and the
+    mean AUC of needle frames against the others."""
     precision, auc = [], []
     for index in range(count):
         plan = synthetic._plan_video(index, seed, TASK["min_frames"], TASK["max_frames"], TASK["size"], TASK["fps"], distractors, split,
                                      TASK["question"])
         rec = plan["record"]
-        frames = np.stack(list(synthetic._frames(rec, plan["render"])))
-        inputs = processor(images=list(frames), text=[rec["question"]], return_tensors="pt", padding=True)
-        with torch.no_grad():
-            scores = model(**inputs).logits_per_image[:, 0].double().numpy()
-        inside = np.zeros(len(frames), dtype=bool)
+        scores = scorer.score(list(synthetic._frames(rec, plan["render"])), rec["question"])
+        inside = np.zeros(len(scores), dtype=bool)
         inside[rec["needle_start"]:rec["needle_end"]] = True
         top = np.argsort(-scores, kind="stable")[: int(inside.sum())]
         precision.append(float(inside[top].mean()))
@@ -553,10 +554,13 @@ def train_clip(out_dir: str | Path, seed: int = 0, steps: int = CLIP_STEPS, batc
     bar.close()
     model.eval()
     log = {"steps": steps, "batch_videos": batch_videos, "frames_per_video": CLIP_FRAMES, "train_exact_last_100": float(np.mean(hits[-100:])),
-           "train_seconds": time.perf_counter() - start, "val": needle_ranking(model, processor, "val", val_size, seed)}
+           "train_seconds": time.perf_counter() - start}
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
+    from cos.text_image import TextImageModel  # validated as the selectors load and score it
+
+    log["val"] = needle_ranking(TextImageModel(str(out_dir), device="cpu", dtype="float32"), "val", val_size, seed)
     return log
 
 
@@ -605,12 +609,12 @@ def _run(args: argparse.Namespace) -> int:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train-tiny",
-        help="train the demo's small LongVA and LLaVA scorer on the needle task (CPU)",
-        description="Train, on a CPU and deterministically, the small LongVA-format model and the LLaVA-format scorer that "
-                    "scripts/demo.sh uses (assets/needle-longva, assets/needle-llava).",
+        help="train the demo's small LongVA, LLaVA scorer and selectors' CLIP on the needle task (CPU)",
+        description="Train, on a CPU and deterministically, the small LongVA-format model, the LLaVA-format scorer and the "
+                    "selectors' CLIP that scripts/demo.sh uses (assets/needle-longva, assets/needle-llava, assets/needle-clip).",
         allow_abbrev=False,
     )
-    p.add_argument("out", metavar="OUT", help="output folder (gets needle-longva/, needle-llava/ and train_log.json)")
+    p.add_argument("out", metavar="OUT", help="output folder (gets needle-longva/, needle-llava/, needle-clip/ and train_log.json)")
     p.add_argument("--seed", type=int, default=0, help="weights and sample order (default 0)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2; results are exact for a fixed count)")
     p.add_argument("--only", choices=MODELS, default=None, help="train one of the models")
@@ -618,5 +622,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-__all__ = ["LLAVA_STEPS", "LONGVA_STAGES", "POST_PROMPT", "PRE_PROMPT", "Stage", "TASK", "add_parser", "build_scorer",
-           "sample_video", "scorer_samples", "task_corpus", "task_prompt", "train_llava", "train_longva", "train_tiny"]
+__all__ = ["CLIP_STEPS", "LLAVA_STEPS", "LONGVA_STAGES", "MODELS", "POST_PROMPT", "PRE_PROMPT", "Stage", "TASK", "add_parser", "build_clip",
+           "build_scorer", "clip_samples", "needle_ranking", "sample_video", "scorer_samples", "task_corpus", "task_prompt", "train_clip",
+           "train_llava", "train_longva", "train_tiny"]
