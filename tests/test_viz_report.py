@@ -648,6 +648,8 @@ def test_each_run_is_paired_with_the_baselines_that_saw_the_same_frames(tmp_path
     cos3 = run(3, "cos_longva", selector="bolt", power="3", scorer="llava")
     cos_plain = run(4, "cos_longva", scorer="llava")
     pairs = [(a.index, b.index) for a, b in _comparisons([plain, bolt3, bolt25, cos3, cos_plain])]
+    assert [r.name for r in (plain, bolt3, bolt25, cos3, cos_plain)] == [
+        "longva", "longva+bolt", "longva+bolt[power=2.5]", "cos_longva:llava+bolt", "cos_longva:llava"]
     # a selector baseline against the plain one; CoS against the plain baseline and the one on its own frames (power 3:
     # not the power-2.5 run; another batch size chooses the same frames)
     assert pairs == [(0, 1), (0, 2), (0, 3), (1, 3), (0, 4)]

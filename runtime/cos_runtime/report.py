@@ -142,11 +142,31 @@ class Run:
         return (self.selector, *sorted((k, str(v)) for k, v in self.model_args.items() if k in names and k != "selector"))
 
     @property
+    def selector_changes(self) -> str:
+        """The selector's rule parameters set to other values than the defaults, as ``k=v,...`` ("" when none, or when
+        the model_args do not parse)."""
+        from cos.errors import CosError
+        from cos.selection import RULE_PARAMS
+        from cos.selector import SelectorConfig
+
+        names = RULE_PARAMS.get(self.selector, ())
+        given = {k: v for k, v in self.model_args.items() if k in names}
+        try:
+            parsed, default = SelectorConfig(selector=self.selector, **given), SelectorConfig(selector=self.selector)
+        except (CosError, TypeError):
+            return ""
+        return ",".join(f"{k}={self.model_args[k]}" for k in names if k in given and getattr(parsed, k) != getattr(default, k))
+
+    @property
     def name(self) -> str:
-        """The model, for a CoS run its scorer (``cos_longva:oracle``), and a selector other than uniform (``longva+bolt``):
-        runs of one model told apart in tables."""
+        """The model, for a CoS run its scorer (``cos_longva:oracle``), and a selector other than uniform (``longva+bolt``,
+        with its rule parameters that differ from the defaults: ``longva+bolt[duplicates=keep]``): runs of one model told
+        apart in tables."""
         name = self.model if self.expected_method != "cos" else f"{self.model}:{self.model_args.get('scorer') or 'llava'}"
-        return name if self.selector == "uniform" else f"{name}+{self.selector}"
+        if self.selector == "uniform":
+            return name
+        changes = self.selector_changes
+        return f"{name}+{self.selector}" + (f"[{changes}]" if changes else "")
 
     def all_samples(self) -> list[Sample]:
         return [s for task in self.samples for s in self.samples[task]]
