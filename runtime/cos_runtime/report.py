@@ -945,10 +945,11 @@ def format_summary(rows: list[dict]) -> str:
     def fmt(x, spec=".3f"):
         return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
-    lines = [f"{'run':22s} {'task':22s} {'n':>4s} {'metric':>12s} {'value':>6s} {'recall':>7s} {'precision':>9s} {'s/sample':>9s} "
+    width = max([22] + [len(str(row.get("name", row["model"]))) for row in rows])  # long run names keep the columns aligned
+    lines = [f"{'run':{width}s} {'task':22s} {'n':>4s} {'metric':>12s} {'value':>6s} {'recall':>7s} {'precision':>9s} {'s/sample':>9s} "
              f"{'failed':>6s} selector"]
     for row in rows:
-        lines.append(f"{row.get('name', row['model']):22s} {row['task']:22s} {row['n']!s:>4s} {str(row['metric'] or '-'):>12s} "
+        lines.append(f"{row.get('name', row['model']):{width}s} {row['task']:22s} {row['n']!s:>4s} {str(row['metric'] or '-'):>12s} "
                      f"{fmt(row['value']):>6s} {fmt(row['grounding']):>7s} {fmt(row.get('precision')):>9s} "
                      f"{fmt(row['seconds'], '.2f'):>9s} {row['failed']:>6d} {row.get('selector', '-')}")
     return "\n".join(lines)
