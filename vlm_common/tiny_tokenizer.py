@@ -42,28 +42,26 @@ def pre_tokenizer():
     )
 
 
-def train_bpe(text: str, n_merges: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Deterministic byte-level BPE: vocab (bytes first, then merges in order) and merges."""
-    alphabet = byte_alphabet()
-    vocab = {ch: i for i, ch in enumerate(alphabet)}
-    words = Counter(w for w, _ in pre_tokenizer().pre_tokenize_str(text))
-    segs = {w: list(w) for w in words}
+def learn_merges(words: Counter, n_merges: int, min_count: int = 2) -> list[tuple[str, str]]:
+    """Byte-pair merges learnt from word counts (each word a sequence of symbols): most frequent pair first, ties broken
+    by the pair itself, so the result is deterministic (``tokenizers``' trainers break ties in hash-map order, which
+    varies per process); stops after ``n_merges`` or when the best pair occurs fewer than ``min_count`` times."""
+    segs = {tuple(w): count for w, count in words.items()}
     merges: list[tuple[str, str]] = []
     for _ in range(n_merges):
         pairs: Counter[tuple[str, str]] = Counter()
-        for w, count in words.items():
-            s = segs[w]
+        for s, count in segs.items():
             for pair in zip(s, s[1:]):
                 pairs[pair] += count
         if not pairs:
             break
         best = min(pairs, key=lambda p: (-pairs[p], p))
-        if pairs[best] < 2:
+        if pairs[best] < min_count:
             break
         merges.append(best)
         joined = best[0] + best[1]
-        vocab.setdefault(joined, len(vocab))
-        for w, s in segs.items():
+        merged: dict[tuple[str, ...], int] = {}
+        for s, count in segs.items():
             out, i = [], 0
             while i < len(s):
                 if i + 1 < len(s) and (s[i], s[i + 1]) == best:
@@ -72,7 +70,17 @@ def train_bpe(text: str, n_merges: int) -> tuple[dict[str, int], list[tuple[str,
                 else:
                     out.append(s[i])
                     i += 1
-            segs[w] = out
+            merged[tuple(out)] = merged.get(tuple(out), 0) + count
+        segs = merged
+    return merges
+
+
+def train_bpe(text: str, n_merges: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Deterministic byte-level BPE: vocab (bytes first, then merges in order) and merges."""
+    vocab = {ch: i for i, ch in enumerate(byte_alphabet())}
+    merges = learn_merges(Counter(w for w, _ in pre_tokenizer().pre_tokenize_str(text)), n_merges)
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
     return vocab, merges
 
 

@@ -48,6 +48,7 @@ from typing import Any
 import torch
 
 from cos.errors import ConfigError
+from vlm_common.tiny_tokenizer import learn_merges
 
 KINDS = ("clip", "blip", "siglip")
 IMAGE_SIZE = 32
@@ -96,36 +97,6 @@ def _byte_symbols() -> list[str]:
     return [chr(c) for c in codes]
 
 
-def _learn_bpe(words: Counter, merges: int) -> list[tuple[str, str]]:
-    """Byte-pair merges learnt from word counts (each word a tuple of symbols), most frequent pair first, ties broken
-    by the pair itself: deterministic (``tokenizers``' trainers break ties in hash-map order, which varies per process)."""
-    seqs = dict(words)
-    out: list[tuple[str, str]] = []
-    for _ in range(merges):
-        pairs: Counter = Counter()
-        for seq, count in seqs.items():
-            for pair in zip(seq, seq[1:]):
-                pairs[pair] += count
-        if not pairs:
-            break
-        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
-        out.append(best)
-        merged: dict[tuple[str, ...], int] = {}
-        for seq, count in seqs.items():
-            new: list[str] = []
-            i = 0
-            while i < len(seq):
-                if i + 1 < len(seq) and (seq[i], seq[i + 1]) == best:
-                    new.append(seq[i] + seq[i + 1])
-                    i += 2
-                else:
-                    new.append(seq[i])
-                    i += 1
-            merged[tuple(new)] = merged.get(tuple(new), 0) + count
-        seqs = merged
-    return out
-
-
 def _clip_merges(merges: int = 300) -> list[tuple[str, str]]:
     """BPE merges learnt on the corpus as CLIP's were: lowercased, split into contractions, letter runs, digits and
     punctuation runs, the last symbol of each word marked with ``</w>`` (the corpus is ASCII, which CLIP's byte
@@ -134,7 +105,7 @@ def _clip_merges(merges: int = 300) -> list[tuple[str, str]]:
     for line in _corpus_lines():
         for word in _CLIP_SPLIT_ASCII.findall(re.sub(r"\s+", " ", line.lower())):
             words[tuple(word[:-1]) + (word[-1] + "</w>",)] += 1
-    return _learn_bpe(words, merges)
+    return learn_merges(words, merges, min_count=1)
 
 
 def build_clip_tokenizer() -> Any:
