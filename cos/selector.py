@@ -210,7 +210,6 @@ class SelectedFrames:
     stream_note: str | None = None  #: the video ended before the last candidate
     cache_hit: bool = False
     total_frames: int = 0
-    fps: float = 0.0
     decoder: str | None = None
     timings: dict = field(default_factory=dict)
 
@@ -286,11 +285,10 @@ class FrameSelector:
         with stream:
             candidates = [int(i) for i in stream.indices]
             out = SelectedFrames(None, cfg.selector, cfg.model, query, cfg.candidate_fps, candidates, None, None,
-                                 total_frames=int(stream.total_frames), fps=float(stream.fps), decoder=stream.backend, timings=timings)
+                                 total_frames=int(stream.total_frames), decoder=stream.backend, timings=timings)
             if len(candidates) < n:
                 out.fallback = (f"{len(candidates)} candidates at {cfg.candidate_fps:g} per second for {n} frames: the backend's own "
                                 "sampling rule (as AKS's evaluator does for videos shorter than n seconds)")
-                timings["select_decode"] = time.perf_counter() - start
                 return out
             key = self._cache_key(path, stream.backend, candidates, query)
             cached = self.cache.get_json(key) if key is not None else None
