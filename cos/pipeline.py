@@ -260,16 +260,25 @@ class CoSPipeline:
         return [prompt_ids] + [self.model.prompt_ids(question, video.shown(m)) for m in (comp.positive, comp.negative)]
 
     def streams(self, frames: np.ndarray, features: torch.Tensor, prompts: list[torch.Tensor], comp: Composition,
-                timer: StageTimer) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+                timer: StageTimer, pixels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, str]:
         """Embeddings ``(3, L, D)`` of X, Sp and Sn (left-padded, with their attention mask, when the
         prompts differ in length; else mask None), and how Sp/Sn got their frame features: ``gathered``
         from X's by index, or ``encoded`` from composed frames when the model's frame features are not
-        independent per frame."""
+        independent per frame (from X's pixel values ``pixels`` gathered by index, when given)."""
         if self._independent_frames():
             with timer("splice"):
                 black = self.black_features(frames.shape[1:]) if (comp.negative == BLACK).any() else None
                 feats = [features, gather_features(features, comp.positive, black), gather_features(features, comp.negative, black)]
                 how = "gathered"
+        elif pixels is not None:
+            # Preprocessing is per frame, so Sp's and Sn's pixel values are X's gathered by index (index -1, BLACK,
+            # is a black frame's): the same as preprocessing the composed frames, without redoing it. This also keeps
+            # a frame whose pixels the caller made some other way (``cos niah``'s needle) exactly as given.
+            with timer("preprocess"):
+                padded = torch.cat([pixels, self.model.preprocess(np.zeros_like(frames[:1]))])
+            feats = [features] + [self.encode(frames, timer, padded[torch.as_tensor(m, device=padded.device)])
+                                  for m in (comp.positive, comp.negative)]
+            how = "encoded"
         else:
             padded = np.concatenate([frames, np.zeros_like(frames[:1])])  # index -1 (BLACK) is the black frame
             feats = [features, self.encode(padded[comp.positive], timer), self.encode(padded[comp.negative], timer)]
@@ -358,7 +367,12 @@ class CoSPipeline:
                               f"got do_sample={gen.do_sample}, num_beams={gen.num_beams}")
         timer = timer or StageTimer(self._sync)
         n = frames.shape[0]
+        if pixels is None and not self._independent_frames():  # kept: Sp and Sn gather their pixel values from X's
+            with timer("preprocess"):
+                pixels = self.model.preprocess(frames)
         features = self.encode(frames, timer, pixels)
+        if self._independent_frames():
+            pixels = None  # Sp and Sn gather features; the pixel values need not stay in memory while decoding
         with timer("prompt"):
             prompt_ids = self.model.prompt_ids(question, video) if video is not None else self.model.prompt_ids(question)
 
@@ -378,7 +392,7 @@ class CoSPipeline:
         else:
             with timer("prompt"):
                 prompts = self.stream_prompts(question, prompt_ids, video, comp)
-            embeds, mask, how = self.streams(frames, features, prompts, comp, timer)
+            embeds, mask, how = self.streams(frames, features, prompts, comp, timer, pixels)
             tokens, steps, prefill = self.decode(embeds, gen, timer, alpha=comp.alpha, mask=mask)
             streams = 3
         text = gen.cut(self.model.decode(tokens))

@@ -36,7 +36,8 @@ import numpy as np
 
 from cos.errors import ConfigError
 
-__all__ = ["COLOURS", "MARKS", "QUESTION_KINDS", "SHAPES", "SPLITS", "add_parser", "make_needle_videos", "write_mp4"]
+__all__ = ["COLOURS", "MARKS", "QUESTION_KINDS", "SHAPES", "SPLITS", "add_parser", "make_needle_videos", "needle_image", "write_haystack",
+           "write_mp4"]
 
 #: needle colours (saturated RGB); the background stays far from all of them
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -327,6 +328,33 @@ def write_mp4(path: Path, frames, width: int, height: int, fps: float, options: 
     container.close()
     os.replace(tmp, path)
     return path
+
+
+def write_haystack(path: str | os.PathLike, num_frames: int, size: int = 64, fps: float = 1.0, seed: int = 0) -> Path:
+    """A needle-free video (``cos niah``'s default haystack): the drifting textured background of the needle videos,
+    no shape ever on it, ``num_frames`` frames of ``size`` x ``size`` at ``fps``. Deterministic like the needle videos.
+    """
+    num_frames = _check_int("num_frames", num_frames, 1, 1_000_000)
+    size = _check_int("size", size, 16, 1024)
+    if size % 2:
+        raise ConfigError(f"size must be even (yuv420p), got {size}")
+    rng = np.random.default_rng(_video_seed(_check_int("seed", seed, 0, 2**63 - 1), 0))
+    record = {"width": size, "num_frames": num_frames}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return write_mp4(Path(path), _frames(record, {"rng": rng, "events": []}), size, size, fps)
+
+
+def needle_image(index: int, seed: int = 0, size: int = 64, split: str | None = "test", question: str = "mark") -> tuple[np.ndarray, dict]:
+    """One needle as a still image and its question: needle video ``index``'s frame at the needle's first frame (a
+    saturated shape on the textured background; ``question="mark"``: with a small coloured mark inside, which the
+    question asks for) and that video's record (``question``, ``options``, ``answer``). No distractors."""
+    if question not in QUESTION_KINDS:
+        raise ConfigError(f"question must be one of {', '.join(QUESTION_KINDS)}, got {question!r}")
+    plan = _plan_video(_check_int("index", index, 0, 10**9), _check_int("seed", seed, 0, 2**63 - 1), 8, 8, size, 8.0,
+                       split=split, question=question)
+    record = plan["record"]
+    frame = next(_frames(record, plan["render"], indices=[record["needle_start"]]))
+    return frame, record
 
 
 def make_needle_videos(

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("cos_runtime.bench", "stage-by-stage cost: CoS vs the uniform baseline vs a release-style pipeline"),
     "show": ("cos.viz", "draw a trace as a shot strip (frames, relevance, positive/negative videos)"),
     "report": ("cos_runtime.report", "HTML report (or --text table) of an lmms-eval output folder with traces"),
+    "niah": ("cos_runtime.niah", "needle-in-a-video-haystack grid, baseline and CoS, with heatmaps"),
     "make-needle-videos": ("cos.synthetic", "write synthetic needle-in-a-haystack videos + questions"),
     "select": ("cos.selection", "a frame-selection rule (AKS, BOLT, Q-Frame, uniform) on precomputed scores, as JSON"),
     "make-tiny-llava": ("cos_runtime.tiny_llava", "write a random LLaVA scorer checkpoint"),

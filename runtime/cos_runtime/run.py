@@ -23,23 +23,31 @@ def _values(args, cls) -> dict:
     return opt.values_from_args(args, cls)
 
 
-def run_command(args) -> int:
+def model_values(args, backend: str, method: str, selector: bool = True) -> dict:
+    """The option values given on the command line for ``backend`` and ``method`` (from the flags
+    :func:`add_model_arguments` added), starting from the backend's documented command (``CLI_DEFAULTS``).
+    A flag of another backend, or a CoS flag with ``method="uniform"``, is refused."""
     from cos.errors import ConfigError
-    from cos_runtime.engine import build_engine
 
-    spec = registry.get(args.backend)
+    spec = registry.get(backend)
     module = registry.load_module(spec)
-    backend_options = module.Options
     # a backend may start `cos run` from its documented command rather than from lmms-eval's defaults
-    values = {**getattr(module, "CLI_DEFAULTS", {}), **_values(args, RunOptions), **_values(args, backend_options),
-              **_values(args, SelectorConfig)}
+    values = {**getattr(module, "CLI_DEFAULTS", {}), **_values(args, RunOptions), **_values(args, module.Options)}
+    if selector:
+        values.update(_values(args, SelectorConfig))
     foreign = sorted(set(vars(args)) & set(args._option_names) - set(values) - {f.name for f in opt.dataclass_fields(CoSConfig)}
                      - {f.name for f in opt.dataclass_fields(ScorerConfig)})
     if foreign:
         raise ConfigError(f"option(s) {foreign} do not apply to backend {spec.name!r}")
-    if args.method == "cos":
+    if method == "cos":
         values.update(_values(args, CoSConfig), **_values(args, ScorerConfig))
-    engine = build_engine(spec.name, args.method, values)
+    return values
+
+
+def run_command(args) -> int:
+    from cos_runtime.engine import build_engine
+
+    engine = build_engine(args.backend, args.method, model_values(args, args.backend, args.method))
     result = engine.answer(args.video, args.question, GenerationOptions(max_new_tokens=args.max_new_tokens))
     print(result.text)
     if args.trace:
@@ -52,6 +60,24 @@ def run_command(args) -> int:
     return 0
 
 
+def add_model_arguments(p, selector: bool = True, skip: tuple[str, ...] = ()) -> list[str]:
+    """Every backend's option flags (a name shared by several backends appears once), then the run's, the frame
+    selector's (``selector``), the method's and the scorer's; ``skip``: names left out. Returns the names added."""
+    names: list[str] = list(skip)
+    for spec in registry.specs():
+        module = registry.load_module(spec)
+        starts = getattr(module, "CLI_DEFAULTS", {})
+        note = ("flags shown under an earlier backend apply too; defaults shown are that backend's" +
+                (f"; with --backend {spec.name} unset flags start from " + ", ".join(f"{k}={v}" for k, v in starts.items()) if starts else ""))
+        names += opt.add_arguments(p, module.Options, skip=names, title=f"{spec.name} options", description=note if names else None)
+    names += opt.add_arguments(p, RunOptions, skip=names, title="run options")
+    if selector:
+        names += opt.add_arguments(p, SelectorConfig, skip=names, title="frame selector options (both methods)")
+    names += opt.add_arguments(p, CoSConfig, skip=names, title="CoS options (--method cos)")
+    names += opt.add_arguments(p, ScorerConfig, skip=names, title="scorer options (--method cos)")
+    return [n for n in names if n not in skip]
+
+
 def add_parser(subparsers):
     p = subparsers.add_parser("run", help="answer a question about a video (CoS or the uniform baseline)", allow_abbrev=False)
     p.add_argument("--video", required=True, help="video file (or a folder of frame images)")
@@ -61,16 +87,5 @@ def add_parser(subparsers):
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--trace", default=None, help="write the per-sample trace (JSON) here")
     p.add_argument("--verbose", action="store_true", help="also print α, the binary code, the maps and timings")
-    names: list[str] = []
-    for spec in registry.specs():  # every backend's options (a name shared by several backends appears once)
-        module = registry.load_module(spec)
-        starts = getattr(module, "CLI_DEFAULTS", {})
-        note = ("flags shown under an earlier backend apply too; defaults shown are that backend's" +
-                (f"; with --backend {spec.name} unset flags start from " + ", ".join(f"{k}={v}" for k, v in starts.items()) if starts else ""))
-        names += opt.add_arguments(p, module.Options, skip=names, title=f"{spec.name} options", description=note if names else None)
-    names += opt.add_arguments(p, RunOptions, skip=names, title="run options")
-    names += opt.add_arguments(p, SelectorConfig, skip=names, title="frame selector options (both methods)")
-    names += opt.add_arguments(p, CoSConfig, skip=names, title="CoS options (--method cos)")
-    names += opt.add_arguments(p, ScorerConfig, skip=names, title="scorer options (--method cos)")
-    p.set_defaults(func=run_command, _option_names=names)
+    p.set_defaults(func=run_command, _option_names=add_model_arguments(p))
     return p
