@@ -8,7 +8,8 @@ lmms-eval does, which imports the task's ``utils.py`` and every ``!function`` it
 
 * ``ok`` — the task's code imports; the line also says where its data is expected under ``HF_HOME``
   and whether that folder exists (a missing folder is not an error: lmms-eval downloads the dataset on
-  the first run when the hub is reachable);
+  the first run when the hub is reachable); a task whose hooks define ``data_note()`` (our ``vnbench``:
+  annotation and videos in ``$VNBENCH_DIR``) says where it looks and what is there itself;
 * ``MISSING`` — a module the task imports is not installed (with the pip package that provides it),
   ``HF_HOME`` is unset while the task reads it at import (NExT-QA), or the task is unknown.
 
@@ -75,7 +76,22 @@ def _missing_from(err: BaseException) -> str:
     return f"its code does not import: {type(cause).__name__}: {text[:300]}"
 
 
+def _own_data_note(config: dict) -> str | None:
+    """The note of a task whose ``process_docs`` hook's module defines ``data_note()`` (``vnbench``), else None."""
+    hook = config.get("process_docs")
+    note = getattr(hook, "__globals__", {}).get("data_note")
+    if not callable(note):
+        return None
+    try:
+        return note()
+    except Exception as err:  # noqa: BLE001 - a broken note must not hide the import check's result
+        return f"data: cannot tell ({type(err).__name__}: {err})"
+
+
 def _data_note(config: dict) -> str:
+    own = _own_data_note(config)
+    if own is not None:
+        return own
     kwargs = config.get("dataset_kwargs") or {}
     cache_dir = kwargs.get("cache_dir")
     if not cache_dir:
