@@ -159,12 +159,16 @@ _LETTER_ALONE = re.compile(r"(?<![A-Za-z])\(?([A-D])\)?(?![A-Za-z])")
 
 def option_letter(response: str) -> str | None:
     """The option letter a response gives: a leading one (``"D"``, ``"(D) reading"``, ``"D) reading"``,
-    ``"Best option: (D)"``), else the first standalone A–D; None when there is none.
+    ``"Best option: (D)"``), one letter repeated (``"DDDD"``: a decoder that did not stop; both originals count it —
+    Video-XL's ``answer in response.split(')')[0]``, LongVA's teacher-forced first answer token), else the first
+    standalone A–D; None when there is none.
 
-    >>> [option_letter(r) for r in ("C", "(B) sleeping", "D) reading", "Best option:(A)", "It is B.", "none")]
-    ['C', 'B', 'D', 'A', 'B', None]
+    >>> [option_letter(r) for r in ("C", "(B) sleeping", "D) reading", "Best option:(A)", "DDDD", "It is B.", "none")]
+    ['C', 'B', 'D', 'A', 'D', 'B', None]
     """
     text = response.strip()
+    if len(text) > 1 and text.isalpha() and text.isupper() and len(set(text)) == 1:
+        return text[0]
     match = _LETTER_AT_START.match(text)
     if match:
         return match.group(1)

@@ -53,7 +53,7 @@ def test_grid_rules_match_their_definitions():
 
 def test_option_letters_and_answers():
     cases = {"C": "C", "(B) sleeping": "B", "D) reading": "D", "Best option:(A) play": "A", "Answer: C": "C", "It is B.": "B",
-             "The answer is (D).": "D", "CCCC": None, "none": None, "": None}
+             "The answer is (D).": "D", "CCCC": "C", "CCDC": None, "none": None, "": None}
     assert {r: niah.option_letter(r) for r in cases} == cases
     assert niah.is_correct("(C) fighting", "C") and not niah.is_correct("(C) fighting", "D")
     assert niah.is_correct("It is Yellow!", "Yellow") and niah.is_correct("200 mg", "200") and not niah.is_correct("20 mg", "200")

@@ -323,9 +323,21 @@ def test_check_reports_where_the_vnbench_data_is(tmp_path, monkeypatch, vnbench_
     assert status.ok and status.detail == f"data ($VNBENCH_DIR): annotation {vnbench_dir / ANNOTATION_FILE}; videos {vnbench_dir / 'videos'}"
     monkeypatch.setenv("VNBENCH_DIR", str(tmp_path))
     status = checker.check("vnbench")
-    assert status.ok and "not found (downloaded from the hub dataset videoniah/VNBench" in status.detail
+    # no videos: not runnable (they cannot be downloaded), so eval_task.sh stops before loading a model
+    assert not status.ok and "not found (downloaded from the hub dataset videoniah/VNBench" in status.detail
     assert "videos NOT FOUND" in status.detail and "drive.google.com" in status.detail
-    assert checker.check("cos_needle").detail == "data: json"  # other tasks: as before
+    assert check.main(["vnbench", "--include_path", str(TASKS_DIR), "--quiet"]) == 1
+    assert checker.check("cos_needle").ok and checker.check("cos_needle").detail == "data: json"  # other tasks: as before
+
+
+def test_the_launch_script_stops_before_loading_a_model_without_the_videos(tmp_path):
+    env = {**os.environ, "VNBENCH_DIR": str(tmp_path / "none"), "OUTPUT_PATH": str(tmp_path / "logs")}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "eval_vnbench.sh"), str(REPO / "configs" / "longva_uniform_64.yaml")],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "vnbench" in proc.stdout and "MISSING" in proc.stdout and "videos NOT FOUND" in proc.stdout
+    assert "task vnbench cannot run in this environment" in proc.stderr
+    assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").rglob("*_results.json"))
 
 
 # ------------------------------------------------------------------------------------------------- runs

@@ -8,10 +8,11 @@ lmms-eval does, which imports the task's ``utils.py`` and every ``!function`` it
 
 * ``ok`` — the task's code imports; the line also says where its data is expected under ``HF_HOME``
   and whether that folder exists (a missing folder is not an error: lmms-eval downloads the dataset on
-  the first run when the hub is reachable); a task whose hooks define ``data_note()`` (our ``vnbench``:
+  the first run when the hub is reachable); a task whose hooks define ``data_status()`` (our ``vnbench``:
   annotation and videos in ``$VNBENCH_DIR``) says where it looks and what is there itself;
 * ``MISSING`` — a module the task imports is not installed (with the pip package that provides it),
-  ``HF_HOME`` is unset while the task reads it at import (NExT-QA), or the task is unknown.
+  ``HF_HOME`` is unset while the task reads it at import (NExT-QA), the task is unknown, or data that no run can
+  download is missing (``vnbench``'s videos).
 
 lmms-eval's own CLI prints such failures in its log and exits 0; this check exits 1 when any task is
 not runnable, so ``scripts/eval_task.sh`` runs it before launching.
@@ -76,22 +77,21 @@ def _missing_from(err: BaseException) -> str:
     return f"its code does not import: {type(cause).__name__}: {text[:300]}"
 
 
-def _own_data_note(config: dict) -> str | None:
-    """The note of a task whose ``process_docs`` hook's module defines ``data_note()`` (``vnbench``), else None."""
+def _own_data_status(config: dict) -> tuple[bool, str] | None:
+    """(ready, note) of a task whose ``process_docs`` hook's module defines ``data_status()`` (``vnbench``: its videos
+    cannot be downloaded, so a run without them cannot succeed), else None."""
     hook = config.get("process_docs")
-    note = getattr(hook, "__globals__", {}).get("data_note")
-    if not callable(note):
+    status = getattr(hook, "__globals__", {}).get("data_status")
+    if not callable(status):
         return None
     try:
-        return note()
+        ready, note = status()
+        return bool(ready), str(note)
     except Exception as err:  # noqa: BLE001 - a broken note must not hide the import check's result
-        return f"data: cannot tell ({type(err).__name__}: {err})"
+        return True, f"data: cannot tell ({type(err).__name__}: {err})"
 
 
 def _data_note(config: dict) -> str:
-    own = _own_data_note(config)
-    if own is not None:
-        return own
     kwargs = config.get("dataset_kwargs") or {}
     cache_dir = kwargs.get("cache_dir")
     if not cache_dir:
@@ -138,6 +138,9 @@ class Checker:
             config = utils.load_yaml_config(self.index[name]["yaml_path"], mode="full")
         except Exception as err:  # noqa: BLE001 - any import failure of the task's code is the finding
             return TaskStatus(name, False, _missing_from(err))
+        own = _own_data_status(config)
+        if own is not None:
+            return TaskStatus(name, *own)
         return TaskStatus(name, True, _data_note(config))
 
     def check(self, name: str) -> TaskStatus:

@@ -272,8 +272,9 @@ def process_docs(dataset):
     return datasets.Dataset.from_list(load_docs(), features=features)
 
 
-def data_note() -> str:
-    """One line for ``cos_lmms_eval.check``: where the annotation and the videos are expected, and whether they are there."""
+def data_status() -> tuple[bool, str]:
+    """For ``cos_lmms_eval.check``: whether the run can find its videos (the annotation may still come from the hub;
+    the videos cannot), and one line on where the annotation and the videos are expected and whether they are there."""
     root = data_dir()
     where = f"${DATA_ENV}" if os.environ.get(DATA_ENV) else f"${DATA_ENV} unset: $HF_HOME/vnbench"
     path = local_annotation(root)
@@ -289,7 +290,7 @@ def data_note() -> str:
     dirs = [d for d in video_dirs(root) if any(p.suffix.lower() == ".mp4" for p in d.iterdir())]
     subdirs = ", ".join(f"{s}/" for s in VIDEO_SUBDIRS if s)
     videos = ", ".join(map(str, dirs)) if dirs else f"NOT FOUND (no .mp4 in {root} or its {subdirs}; get them from {VIDEOS_URL})"
-    return f"data ({where}): annotation {annotation}; videos {videos}"
+    return bool(dirs), f"data ({where}): annotation {annotation}; videos {videos}"
 
 
 # ------------------------------------------------------------------------------------------------ prompt
