@@ -276,3 +276,61 @@ def test_shards_cover_the_grid_once(tmp_path, longva_grid, tiny_longva_dir, tiny
     capsys.readouterr()
     assert _niah(*_command(out, tiny_longva_dir, tiny_llava_dir)[2:], "--shard", "3/3") == 1
     assert "--shard 3/3: need 0 <= i < n" in capsys.readouterr().err
+
+
+def test_the_model_sees_the_haystack_at_1fps_and_the_needle_preprocessed_at_its_own_size(tmp_path, tiny_longva_dir, monkeypatch):
+    """A 96x64 haystack at 4 fps with ``--haystack_sampling 1fps`` (LongVA's rule: the first L frames, one per second)
+    and an 80x48 needle: the pixel values the model gets are the processor's on those source frames, with the needle
+    processed on its own (not resized to the video's frame size first); the scorer's frame is the letterboxed needle."""
+    import torch
+
+    from cos.pipeline import CoSPipeline
+    from cos.synthetic import write_mp4
+    from cos.video import sample_frames
+
+    rng = np.random.default_rng(0)
+    video = [rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(40)]
+    write_mp4(tmp_path / "hay.mp4", video, 96, 64, 4.0)
+    needles = tmp_path / "needles"
+    needles.mkdir()
+    needle = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    Image.fromarray(needle).save(needles / "n.png")
+    (needles / "qa.json").write_text(json.dumps({"retrieval_question": ["Which?\nA. a\nB. b"], "answer": ["A"], "needle": ["n.png"]}))
+    seen = []
+    real = CoSPipeline.answer
+
+    def spy(self, frames, question, **kw):  # records what the pipeline is given, then answers as usual
+        seen.append((frames, kw["pixels"].clone(), kw["video"]))
+        return real(self, frames, question, **kw)
+
+    monkeypatch.setattr(CoSPipeline, "answer", spy)
+    assert _niah("--backend", "longva", "--model", tiny_longva_dir, "--methods", "uniform", "--haystack_path", tmp_path / "hay.mp4",
+                 "--haystack_sampling", "1fps", "--needle_dir", needles, "--needle_qa_path", needles / "qa.json",
+                 "--context_lengths_min", "6", "--context_lengths_max", "6", "--context_lengths_num_intervals", "1",
+                 "--video_depth_percent_min", "50", "--video_depth_percent_max", "50", "--video_depth_percent_intervals", "1",
+                 "--result_dir", tmp_path / "out", "--quiet") == 0
+    [(frames, pixels, info)] = seen
+    from cos_runtime.backends.longva import Options, load
+
+    backend = load(Options(pretrained=str(tiny_longva_dir)), "cpu", torch.float32)
+    hay = sample_frames(tmp_path / "hay.mp4", None, rule=lambda total, fps: np.arange(0, 24, 4))  # seconds 0..5
+    assert info.frame_indices == (0, 4, 8, 12, 12, 16, 20)  # the needle takes the time of the frame it precedes
+    want = torch.cat([backend.preprocess(hay.frames[:3]), backend.preprocess(needle[None]), backend.preprocess(hay.frames[3:])])
+    assert torch.equal(pixels, want)
+    resized = backend.preprocess(np.asarray(Image.fromarray(needle).resize((96, 64)))[None])[0]
+    assert not torch.allclose(pixels[3], resized, atol=1e-3)  # what resizing the needle to the frame size first would give
+    assert frames.shape == (7, 64, 96, 3) and np.array_equal(frames[:3], hay.frames[:3]) and np.array_equal(frames[4:], hay.frames[3:])
+    # letterboxed: the 80x48 needle scaled by 1.2 to 96x58, grey bars of 3 rows above and below
+    assert np.all(frames[3][:2] == 128) and np.all(frames[3][-2:] == 128) and not np.all(frames[3][8:-8] == 128)
+    cell = json.loads((tmp_path / "out" / "longva" / "uniform" / "len_6_depth_50.json").read_text())
+    assert cell["insert_point"] == 3 and cell["num_frames"] == 7
+
+
+def test_1fps_needs_a_haystack_long_enough(tmp_path, tiny_longva_dir, capsys):
+    from cos.synthetic import write_haystack
+
+    write_haystack(tmp_path / "short.mp4", 10, fps=2.0)  # 5 seconds
+    assert _niah("--backend", "longva", "--model", tiny_longva_dir, "--haystack_path", tmp_path / "short.mp4", "--haystack_sampling", "1fps",
+                 "--context_lengths_min", "2", "--context_lengths_max", "8", "--context_lengths_num_intervals", "2",
+                 "--result_dir", tmp_path / "out", "--quiet") == 1
+    assert "has 5 (10 frames at 2 fps), fewer than --context_lengths_max 8" in capsys.readouterr().err
