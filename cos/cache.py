@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JsonDirCache", "ResultCache", "ScoreCache", "file_identity", "make_key"]
+__all__ = ["JsonDirCache", "ResultCache", "ScoreCache", "atomic_write", "file_identity", "file_sha256", "make_key"]
 
 
 def make_key(parts: Any) -> str:
@@ -58,6 +58,31 @@ def file_identity(path: str | os.PathLike) -> dict:
     return {"path": path, "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
 
 
+def atomic_write(path: str | os.PathLike, data: str | bytes, fsync: bool = False) -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file of this process renamed into place: a reader,
+    or a run killed at any moment, sees the old file or the new one, never half of one; several processes writing the
+    same path never share a temporary file. ``fsync``: flush to disk before the rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class JsonDirCache:
     """``get(key) -> dict | None`` / ``put(key, value)`` over one JSON file per key under ``root``."""
 
@@ -86,15 +111,7 @@ class JsonDirCache:
         return value
 
     def put_json(self, key: str, value: dict) -> Path:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(value, ensure_ascii=False))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        return path
+        return atomic_write(self.path(key), json.dumps(value, ensure_ascii=False), fsync=True)
 
     def __contains__(self, key: str) -> bool:
         return self.path(key).is_file()

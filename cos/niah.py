@@ -5,17 +5,18 @@ LongVA's ``vision_niah`` and Video-XL's ``NIAH/`` share (their code, read for th
 
 * **Grid.** Context lengths (frames) ``np.round(np.linspace(min, max, num)).astype(int)`` and depths (percent)
   ``np.round(np.linspace(min, max, num)).astype(int)`` — Video-XL's ``run.py`` rule (its ``sigmoid`` depth spacing
-  too). A length that rounding repeats is kept once.
+  too). A value that rounding repeats is kept once.
 * **Insertion.** The needle image is *inserted* as one extra frame, not swapped for a haystack frame: with ``L``
-  haystack frames and depth ``d`` %, it goes before haystack frame ``int(L * d / 100)`` (:func:`insert_point`; 0 %:
-  first, 100 %: after the last), so the model sees ``L + 1`` frames. Both originals do exactly this.
+  haystack frames and depth ``d`` %, it goes before haystack frame ``int(L * (d * 0.01))`` (:func:`insert_point`,
+  Video-XL's expression; LongVA's ``int(depth * L)`` with ``depth = d / 100``; 0 %: first, 100 %: after the last), so
+  the model sees ``L + 1`` frames. Both originals insert; neither replaces a frame.
 * **Frame size.** The needle is preprocessed by the model's own image processor at its own size, like every
   haystack frame (the originals run the processor on each image); nothing is resized to the video's size first.
 * **QA file.** Video-XL's ``datas/qa/qa.json`` layout: one object of three parallel lists, ``retrieval_question``,
   ``answer`` and ``needle`` (image file names in ``--needle_dir``) — :func:`load_needle_qa`.
 * **Score.** A cell's score is the mean over the needles of 1 (right) or 0. An option-letter answer is right when
   the option letter read from the response (:func:`option_letter`) is that letter; any other answer (LongVA's
-  "Yellow", "200") when the response contains it, case and punctuation aside (:func:`is_correct`).
+  "Yellow", "200") when the response contains it as whole words, case and punctuation aside (:func:`is_correct`).
 * **Heatmap.** Depth on the y axis, frames on the x axis, 0 → 1 from ``#F0496E`` through ``#EBB839`` to
   ``#0CD79F`` (the colours of Video-XL's ``vis.py`` and of LongVA's first V-NIAH plots), cells that could not
   run (out of memory, over the context budget) grey, as in Video-XL's published figure (:func:`plot_heatmap`).
@@ -23,6 +24,7 @@ LongVA's ``vision_niah`` and Video-XL's ``NIAH/`` share (their code, read for th
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -33,10 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cos.cache import atomic_write
 from cos.errors import ConfigError
 
 __all__ = ["CELL_STATUSES", "DIFF_COLOURS", "HEATMAP_COLOURS", "NeedleQA", "context_lengths", "depth_percents", "grid_table",
-           "insert_point", "is_correct", "load_needle_qa", "option_letter", "plot_heatmap", "write_needle_qa"]
+           "insert_point", "is_correct", "load_needle_qa", "needle_qa_json", "option_letter", "plot_heatmap", "write_needle_qa"]
 
 #: the score colour map's anchors, 0 → 0.5 → 1 (Video-XL ``NIAH/vis.py``; LongVA's ``vision_niah`` until June 2024)
 HEATMAP_COLOURS = ("#F0496E", "#EBB839", "#0CD79F")
@@ -69,12 +72,12 @@ def context_lengths(lo: int, hi: int, num: int) -> list[int]:
 
 
 def depth_percents(lo: float, hi: float, num: int, spacing: str = "linear") -> list[float]:
-    """Needle depths in percent. ``linear``: ``np.round(np.linspace(lo, hi, num))`` (integers); ``sigmoid``: the
-    same points pushed towards both ends by Video-XL's logistic (``100 / (1 + e^(0.1 (x - 50)))``, 3 decimals,
-    0 and 100 kept).
+    """Needle depths in percent, ascending. ``linear``: ``np.round(np.linspace(lo, hi, num))`` (integers);
+    ``sigmoid``: each of those points ``x`` but 0 and 100 mapped by Video-XL's logistic ``100 / (1 + e^(0.1 (x - 50)))``
+    (3 decimals), which moves them towards both ends (and mirrors them; the list is sorted).
 
-    >>> depth_percents(0, 100, 5)
-    [0, 25, 50, 75, 100]
+    >>> depth_percents(0, 100, 5), depth_percents(0, 100, 5, "sigmoid")
+    ([0, 25, 50, 75, 100], [0.0, 7.586, 50.0, 92.414, 100.0])
     """
     num = _int("video_depth_percent_intervals", num, 1)
     for name, value in (("video_depth_percent_min", lo), ("video_depth_percent_max", hi)):
@@ -86,12 +89,13 @@ def depth_percents(lo: float, hi: float, num: int, spacing: str = "linear") -> l
         raise ConfigError(f"video_depth_percent_interval_type must be one of {list(DEPTH_SPACINGS)}, got {spacing!r}")
     points = np.round(np.linspace(lo, hi, num=num, endpoint=True)).astype(int).tolist()
     if spacing == "sigmoid":
-        points = [float(x) if x in (0, 100) else float(np.round(100.0 / (1.0 + math.exp(0.1 * (x - 50))), 3)) for x in points]
+        points = sorted(float(x) if x in (0, 100) else float(np.round(100.0 / (1.0 + math.exp(0.1 * (x - 50))), 3)) for x in points)
     return list(dict.fromkeys(points))
 
 
 def insert_point(num_frames: int, depth_percent: float) -> int:
-    """Where the needle goes among ``num_frames`` haystack frames: before frame ``int(num_frames * depth / 100)``.
+    """Where the needle goes among ``num_frames`` haystack frames: before frame ``int(num_frames * (depth * 0.01))``
+    (Video-XL's expression, floating point included).
 
     >>> [insert_point(10, d) for d in (0, 25, 50, 100)]
     [0, 2, 5, 10]
@@ -143,37 +147,49 @@ def load_needle_qa(qa_path: str | os.PathLike, needle_dir: str | os.PathLike) ->
     return out
 
 
-def write_needle_qa(path: str | os.PathLike, needles: list[NeedleQA]) -> Path:
-    """Write ``needles`` as a QA file in Video-XL's layout (image names relative to their folder)."""
-    path = Path(path)
+def needle_qa_json(needles: list[NeedleQA]) -> str:
+    """``needles`` as a QA file's text in Video-XL's layout (image names relative to their folder)."""
     data = {"retrieval_question": [n.question for n in needles], "answer": [n.answer for n in needles],
             "needle": [n.name for n in needles]}
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    return path
+    return json.dumps(data, indent=2) + "\n"
+
+
+def write_needle_qa(path: str | os.PathLike, needles: list[NeedleQA]) -> Path:
+    """Write ``needles`` as a QA file in Video-XL's layout (atomically)."""
+    return atomic_write(path, needle_qa_json(needles))
 
 
 # ------------------------------------------------------------------------------------------------ scoring
-_LETTER_AT_START = re.compile(r"^\W*(?:(?i:best option|answer|option)\W*)?\(?([A-Z])(?![A-Za-z])")
-_LETTER_ALONE = re.compile(r"(?<![A-Za-z])\(?([A-D])\)?(?![A-Za-z])")
+_BARE = re.compile(r"^\(?([A-Z])\)?[.:)]*$")  # "D", "(D)", "D.", "D)"
+_REPEATED = re.compile(r"^([A-Z])\1+[.:)]*$")  # "DDDD": a decoder that did not stop
+_LEADING = re.compile(r"^\(?([A-D])(?:[.:)]|\s)")  # "(B) sleeping", "D) reading", "C. cat", "B sleeping"
+_STATED = re.compile(r"(?i:answer|option)\W*(?:(?i:is)\W*)?\(?([A-D])(?![A-Za-z])")  # "Best option:(A)", "the answer is B"
+_PARENTHESISED = re.compile(r"\(([A-D])\)")
+_ALONE = re.compile(r"(?<![A-Za-z])([A-D])(?![A-Za-z])")
 
 
 def option_letter(response: str) -> str | None:
-    """The option letter a response gives: a leading one (``"D"``, ``"(D) reading"``, ``"D) reading"``,
-    ``"Best option: (D)"``), one letter repeated (``"DDDD"``: a decoder that did not stop; both originals count it —
-    Video-XL's ``answer in response.split(')')[0]``, LongVA's teacher-forced first answer token), else the first
-    standalone A–D; None when there is none.
+    """The option letter a response gives, by the first rule that applies: the response is a letter (``"D"``,
+    ``"(D)"``, ``"D."``); one letter repeated (``"DDDD"``: a decoder that did not stop; both originals count it —
+    Video-XL's ``answer in response.split(')')[0]``, LongVA's teacher-forced first answer token); a leading A–D
+    followed by punctuation or a space (``"(B) sleeping"``, ``"D) reading"``); a stated one (``"Best option:(A)"``,
+    ``"the answer is C"``); the first ``(A)``–``(D)``; the first standalone A–D. None when there is none. A response
+    that starts with the article "A" (``"A man is reading"``) reads as A.
 
-    >>> [option_letter(r) for r in ("C", "(B) sleeping", "D) reading", "Best option:(A)", "DDDD", "It is B.", "none")]
-    ['C', 'B', 'D', 'A', 'D', 'B', None]
+    >>> [option_letter(r) for r in ("C", "(B) sleeping", "D) reading", "Best option:(A)", "DDDD.", "It is B.",
+    ...                             "I think the answer is B", "A man reading (D)", "none")]
+    ['C', 'B', 'D', 'A', 'D', 'B', 'B', 'A', None]
     """
     text = response.strip()
-    if len(text) > 1 and text.isalpha() and text.isupper() and len(set(text)) == 1:
-        return text[0]
-    match = _LETTER_AT_START.match(text)
-    if match:
-        return match.group(1)
-    match = _LETTER_ALONE.search(text)
-    return match.group(1) if match else None
+    for rule in (_BARE, _REPEATED, _LEADING):
+        match = rule.match(text)
+        if match:
+            return match.group(1)
+    for rule in (_STATED, _PARENTHESISED, _ALONE):
+        match = rule.search(text)
+        if match:
+            return match.group(1)
+    return None
 
 
 def _normalise(text: str) -> str:
@@ -184,14 +200,14 @@ def is_correct(response: str, answer: str) -> bool:
     """An option letter (``A``–``Z``) must be the letter :func:`option_letter` reads; a free-text answer must occur in
     the response (lower case, punctuation dropped).
 
-    >>> is_correct("(C) fighting", "C"), is_correct("It is yellow.", "Yellow"), is_correct("B", "A")
-    (True, True, False)
+    >>> is_correct("(C) fighting", "C"), is_correct("It is yellow.", "Yellow"), is_correct("2000 mg", "200"), is_correct("B", "A")
+    (True, True, False, False)
     """
     answer = answer.strip()
     if len(answer) == 1 and answer.isalpha():
         return option_letter(response) == answer.upper()
     want = _normalise(answer)
-    return bool(want) and want in _normalise(response)
+    return bool(want) and re.search(rf"(?<!\w){re.escape(want)}(?!\w)", _normalise(response)) is not None
 
 
 # ------------------------------------------------------------------------------------------------ tables and heatmaps
@@ -246,7 +262,8 @@ def plot_heatmap(scores: np.ndarray, status: np.ndarray, lengths: list[int], dep
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     lo, hi = (-1.0, 1.0) if difference else (0.0, 1.0)
-    mesh = ax.pcolormesh(np.ma.masked_invalid(scores), cmap=cmap, vmin=lo, vmax=hi, edgecolors="white", linewidth=1.5)
+    mesh = ax.pcolormesh(np.ma.masked_invalid(scores), cmap=cmap, vmin=lo, vmax=hi, linewidth=1.5,
+                         edgecolors="#E0E0E0" if difference else "white")  # white cells (no difference) stay visible
     ax.set_xlim(0, cols)
     ax.set_ylim(rows, 0)  # the first depth (0 %: the needle first) at the top, as in the originals
     ax.set_xticks(np.arange(cols) + 0.5, [_frames_label(n) for n in lengths], rotation=45 if cols > 8 else 0)
@@ -270,9 +287,6 @@ def plot_heatmap(scores: np.ndarray, status: np.ndarray, lengths: list[int], dep
     if title:
         ax.set_title(title, fontsize=11)
     fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    part = out_path.with_name(out_path.name + ".part")
-    fig.savefig(part, format="png")
-    os.replace(part, out_path)
-    return out_path
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    return atomic_write(out_path, png.getvalue())  # several shards may draw the same map at once

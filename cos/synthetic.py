@@ -300,13 +300,14 @@ def _frames(record: dict, render: dict, indices=None):
 
 def write_mp4(path: Path, frames, width: int, height: int, fps: float, options: dict | None = None, threads: int = 1) -> Path:
     """Encode ``frames`` (uint8 RGB ``(height, width, 3)`` arrays, an iterable) as an H.264 mp4 (yuv420p) at ``fps``,
-    through a ``.part`` file renamed into place (an interrupted write leaves no video). ``options``: libx264's
+    through a ``.part`` file of this process renamed into place (an interrupted write leaves no video; processes writing
+    the same video at once never share one). ``options``: libx264's
     (default: this module's deterministic settings); ``threads``: the encoder's (0: every core)."""
     import av
 
     rate = Fraction(fps).limit_denominator(1001)
     path = Path(path)
-    tmp = path.with_name(path.name + ".part")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
     container = av.open(str(tmp), mode="w", format="mp4")
     try:
         stream = container.add_stream("libx264", rate=rate, options=dict(_X264_OPTIONS if options is None else options))
@@ -350,8 +351,8 @@ def needle_image(index: int, seed: int = 0, size: int = 64, split: str | None = 
     question asks for) and that video's record (``question``, ``options``, ``answer``). No distractors."""
     if question not in QUESTION_KINDS:
         raise ConfigError(f"question must be one of {', '.join(QUESTION_KINDS)}, got {question!r}")
-    plan = _plan_video(_check_int("index", index, 0, 10**9), _check_int("seed", seed, 0, 2**63 - 1), 8, 8, size, 8.0,
-                       split=split, question=question)
+    plan = _plan_video(_check_int("index", index, 0, 10**9), _check_int("seed", seed, 0, 2**63 - 1), min_frames=8, max_frames=8,
+                       size=size, fps=8.0, split=split, question=question)  # only the needle's frame is drawn
     record = plan["record"]
     frame = next(_frames(record, plan["render"], indices=[record["needle_start"]]))
     return frame, record

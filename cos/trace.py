@@ -144,13 +144,10 @@ def to_jsonable(value: Any) -> Any:
 
 def write_trace(trace: CoSTrace | dict, path: str | os.PathLike) -> Path:
     """Write ``trace`` as JSON (atomically: a killed run never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    from cos.cache import atomic_write
+
     data = trace.to_json() if isinstance(trace, CoSTrace) else to_jsonable(trace)
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(data, indent=1))
 
 
 def read_trace(path: str | os.PathLike) -> CoSTrace:

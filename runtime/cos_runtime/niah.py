@@ -9,23 +9,24 @@ The grid flags are Video-XL's ``NIAH/run.py``'s (underscore names; dashed spelli
 commands carry over; the protocol (grid, insertion, scoring, colours) is :mod:`cos.niah`'s. Per cell
 (context length ``L`` frames, depth ``d`` %) the haystack is sampled to ``L`` frames (``--haystack_sampling``:
 ``uniform`` over the whole video, Video-XL's rule, or ``1fps`` — the first ``L`` frames at one per second,
-LongVA's), each needle image is inserted as one extra frame before haystack frame ``int(L d / 100)``, and the
+LongVA's), each needle image is inserted as one extra frame before haystack frame ``int(L * (d * 0.01))``, and the
 model answers each needle's question with each method. The haystack is decoded and preprocessed once per length
-(in chunks, so a long video never sits in memory at full resolution); the needle is preprocessed by the model's
-own image processor at its own size, as the originals do. The scorer of CoS sees the frames at most
-:data:`THUMB` pixels on their short side, the needle letterboxed to the video's frame size.
+(``1fps``: once, at the longest length; in chunks, so a long video never sits in memory at full resolution); the
+needle is preprocessed by the model's own image processor at its own size, as the originals do. The CoS scorer sees
+the frames at most :data:`THUMB` pixels on their short side, the needle letterboxed to that size.
 
-Without ``--haystack_path`` the haystack is synthetic (:func:`cos.synthetic.write_haystack`, needle-free); without
-``--needle_dir``/``--needle_qa_path`` the needles are made here (:func:`cos.synthetic.needle_image`: a coloured
-shape with a mark, "What colour is the mark inside the red shape?", asked with the offline ``cos_needle`` task's
-prompt) and written in Video-XL's layout — so it all runs offline.
+Without ``--haystack_path`` the haystack is synthetic (:func:`cos.synthetic.write_haystack`, needle-free, at least
+:data:`SYNTHETIC_FRAMES` frames at 1 fps); without ``--needle_dir``/``--needle_qa_path`` the needles are made here
+(:func:`cos.synthetic.needle_image`: a coloured shape with a mark, "What colour is the mark inside the red shape?",
+asked with the offline ``cos_needle`` task's prompt) and written in Video-XL's layout — so it all runs offline.
 
 Outputs under ``--result_dir/--name`` (default: the backend's name):
 
 * ``<method>/len_<L>_depth_<d>.json`` — one per cell: status (``ok``; ``oom``: the model ran out of memory;
-  ``over_context``: the prompt exceeds the context budget), score, per-needle answers, seconds, peak GPU memory,
-  prompt tokens. Written atomically; a run started again skips the cells already there, so a killed run resumes cell
-  by cell. ``config.json`` holds what determines the answers: a run with other settings in the same folder is refused.
+  ``over_context``: a prompt exceeds the model's context budget, with ``--context_budget check``), score, per-needle
+  answers, seconds, peak GPU memory, prompt tokens. Written atomically; a run started again skips the cells already
+  there (``--retry_oom``: not those out of memory), so a killed run resumes cell by cell. ``config.json`` holds what
+  determines the answers (:class:`NiahRun`): a run with other settings in the same folder is refused.
 * ``heatmap_<method>.png`` per method and ``heatmap_cos_minus_uniform.png``; ``summary.json`` (the tables, averages).
   Drawn when the grid is complete (by whichever process completes it), or with ``--plot_only``.
 
@@ -37,7 +38,7 @@ the result folder, so machines that share a filesystem can run shards of one gri
 from __future__ import annotations
 
 import argparse
-import hashlib
+import io
 import json
 import os
 import sys
@@ -48,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from cos import niah
-from cos.cache import file_identity, make_key
+from cos.cache import atomic_write, file_sha256, make_key
 from cos.errors import ConfigError, ContextBudgetError
 from cos_runtime import registry
 
@@ -58,9 +59,10 @@ THUMB = 336
 CHUNK = 32
 METHODS = ("uniform", "cos")
 SAMPLINGS = ("uniform", "1fps")
-#: synthetic haystack (no --haystack_path): frame side and rate
+#: synthetic haystack (no --haystack_path): frame side, rate and fewest frames (so that most grids share one)
 SYNTHETIC_SIZE = 64
 SYNTHETIC_FPS = 1.0
+SYNTHETIC_FRAMES = 3000
 CELL_VERSION = 1
 
 __all__ = ["Grid", "NiahRun", "add_parser", "main", "plot_results"]
@@ -79,21 +81,6 @@ def cell_name(length: int, depth: float) -> str:
     return f"len_{int(length)}_depth_{float(depth):g}.json"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def parse_shard(text: str | None) -> tuple[int, int]:
     """``"i/n"`` → (i, n) with 0 <= i < n; None → this process's rank and world size (``RANK``/``WORLD_SIZE``, as
     ``accelerate launch`` and ``torchrun`` set them), else (0, 1)."""
@@ -109,41 +96,50 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
+def _oom_errors() -> tuple[type[BaseException], ...]:
+    import torch
+
+    return (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError, MemoryError)
+
+
 # ------------------------------------------------------------------------------------------------ default inputs
 def synthetic_haystack(folder: Path, frames: int, size: int = SYNTHETIC_SIZE) -> Path:
-    """The synthetic haystack of ``frames`` frames at 1 fps in ``folder`` (made once; identical bytes every time)."""
+    """The synthetic haystack in ``folder``: at least :data:`SYNTHETIC_FRAMES` frames (``frames`` rounded up to a
+    thousand), at 1 fps, so that grids up to that length share one haystack. Made once; the same bytes every time."""
     from cos.synthetic import write_haystack
 
+    frames = max(SYNTHETIC_FRAMES, -(-int(frames) // 1000) * 1000)
     path = folder / f"haystack_{frames}f_{size}px.mp4"
     if not path.exists():
-        tmp = folder / f".haystack.{os.getpid()}"
-        write_haystack(tmp / path.name, frames, size=size, fps=SYNTHETIC_FPS)
-        os.replace(tmp / path.name, path)
-        tmp.rmdir()
+        write_haystack(path, frames, size=size, fps=SYNTHETIC_FPS)  # written under a name of this process, then renamed
     return path
 
 
 def synthetic_needles(folder: Path, count: int, size: int = SYNTHETIC_SIZE) -> tuple[Path, Path]:
-    """``count`` needle images and their QA file (Video-XL's layout) in ``folder``; returns (needle_dir, qa_path)."""
+    """``count`` needle images and their QA file (Video-XL's layout) in ``folder/needles_<count>``; returns
+    (needle_dir, qa_path). Made once (again when the QA file is unreadable); the same bytes every time."""
     from PIL import Image
 
     from cos.synthetic import needle_image
     from cos_runtime.train_tiny import task_prompt
 
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"--num_needles must be a positive integer, got {count!r}")
+    folder = folder / f"needles_{count}"
     qa_path = folder / "qa.json"
-    if not qa_path.exists() or len(json.loads(qa_path.read_text())["needle"]) != count:
-        folder.mkdir(parents=True, exist_ok=True)
-        needles = []
-        for i in range(count):
-            image, record = needle_image(i, size=size)
-            path = folder / f"needle_{i}.png"
-            tmp = folder / f".{path.name}.{os.getpid()}.png"
-            Image.fromarray(image).save(tmp)
-            os.replace(tmp, path)
-            needles.append(niah.NeedleQA(question=task_prompt(record), answer=record["answer"], image=str(path)))
-        tmp = folder / f".qa.{os.getpid()}.json"
-        niah.write_needle_qa(tmp, needles)
-        os.replace(tmp, qa_path)
+    try:
+        niah.load_needle_qa(qa_path, folder)
+        return folder, qa_path
+    except ConfigError:
+        pass
+    needles = []
+    for i in range(count):
+        image, record = needle_image(i, size=size)
+        png = io.BytesIO()
+        Image.fromarray(image).save(png, format="png")
+        path = atomic_write(folder / f"needle_{i}.png", png.getvalue())
+        needles.append(niah.NeedleQA(question=task_prompt(record), answer=record["answer"], image=str(path)))
+    atomic_write(qa_path, niah.needle_qa_json(needles))
     return folder, qa_path
 
 
@@ -170,7 +166,7 @@ def _thumb(frames: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ the run
 @dataclass
 class Haystack:
-    """One context length's haystack: model pixel values, the scorer's frames and the source frames they came from."""
+    """A haystack sampled to some frames: model pixel values, the scorer's frames and the source frames they came from."""
 
     pixels: object  # torch.Tensor (L, C, S, S) on the model's device
     thumbs: np.ndarray  # uint8 (L, h, w, 3)
@@ -179,38 +175,55 @@ class Haystack:
     duration: float
     total: int
 
+    def first(self, n: int) -> Haystack:
+        return Haystack(self.pixels[:n], self.thumbs[:n], self.indices[:n], self.fps, self.duration, self.total)
+
 
 class NiahRun:
-    """One model's grid: the engine (loaded once), the haystack, the needles and the result folder."""
+    """One model's grid: the engine (loaded once), the haystack, the needles and the result folder.
+
+    What determines the answers is recorded in ``config.json``: the ``base`` part (backend and its options, the dtype
+    actually used, the haystack's content and sampling, the decoder, the needles' images and questions, the prompt
+    template, the answer length) and each method's part (CoS: its and the scorer's options). A run whose base part
+    differs is refused, and so is one whose method part differs for a method the folder already has; a new method is
+    added. Cells carry their method's key; only cells with the current key count as done.
+    """
 
     def __init__(self, args, values: dict):
+        from cos.device import normalise_device, resolve_dtype
         from cos.video import open_stream
+        from cos_runtime.options import ModelOptions
 
         self.args = args
         self.spec = registry.get(args.backend)
         self.methods = args.methods
         self.out = Path(args.result_dir) / args.name
-        self.out.mkdir(parents=True, exist_ok=True)
         self.grid = Grid(tuple(niah.context_lengths(args.context_lengths_min, args.context_lengths_max, args.context_lengths_num_intervals)),
                          tuple(niah.depth_percents(args.video_depth_percent_min, args.video_depth_percent_max,
                                                    args.video_depth_percent_intervals, args.video_depth_percent_interval_type)))
-        inputs = Path(args.result_dir) / "inputs"
-        if args.haystack_path:
-            self.haystack_path, haystack_id = str(args.haystack_path), file_identity(args.haystack_path)
-        else:
-            inputs.mkdir(parents=True, exist_ok=True)
-            self.haystack_path = str(synthetic_haystack(inputs, max(self.grid.lengths)))
-            haystack_id = {"synthetic": Path(self.haystack_path).name}
-        if bool(args.needle_dir) != bool(args.needle_qa_path):
-            raise ConfigError("--needle_dir and --needle_qa_path go together (the images and their questions)")
-        needle_dir, qa_path = ((args.needle_dir, args.needle_qa_path) if args.needle_dir
-                               else synthetic_needles(inputs / "needles", args.num_needles))
-        self.needles = niah.load_needle_qa(qa_path, needle_dir)
         if "{question}" not in args.question_template:
             raise ConfigError(f"--question_template must contain {{question}}, got {args.question_template!r}")
+        if bool(args.needle_dir) != bool(args.needle_qa_path):
+            raise ConfigError("--needle_dir and --needle_qa_path go together (the images and their questions)")
         self.values = values
-        self.decoder = None
-        with open_stream(self.haystack_path, lambda total, fps: np.zeros(1, dtype=np.int64), backend=self._decoder_name(), chunk_size=1) as s:
+        self.options = ModelOptions.parse(self.spec.name, "cos" if "cos" in self.methods else "uniform", values)
+        self.device = normalise_device(self.options.run.device or self._rank_device())
+        self.dtype = resolve_dtype(self.options.run.torch_dtype, self.device)
+        self.decoder = str(self.options.backend.video_decode_backend or "auto")
+        inputs = Path(args.result_dir) / "inputs"
+        if args.haystack_path:
+            self.haystack_path = str(args.haystack_path)
+            if not Path(self.haystack_path).exists():
+                raise ConfigError(f"--haystack_path {self.haystack_path!r} does not exist")
+            haystack_id = {"name": Path(self.haystack_path).name, "size": Path(self.haystack_path).stat().st_size,
+                           "sha256": file_sha256(self.haystack_path)}  # its content: the same movie elsewhere is the same haystack
+        else:
+            self.haystack_path = str(synthetic_haystack(inputs, max(self.grid.lengths)))
+            haystack_id = {"synthetic": Path(self.haystack_path).name}
+        needle_dir, qa_path = ((args.needle_dir, args.needle_qa_path) if args.needle_dir
+                               else synthetic_needles(inputs, args.num_needles))
+        self.needles = niah.load_needle_qa(qa_path, needle_dir)
+        with open_stream(self.haystack_path, lambda total, fps: np.zeros(1, dtype=np.int64), backend=self.decoder, chunk_size=1) as s:
             self.total_frames, self.fps = s.total_frames, s.fps
         if args.haystack_sampling == "1fps":
             available = len(range(0, self.total_frames, max(1, round(self.fps or 1.0))))
@@ -218,66 +231,72 @@ class NiahRun:
                 raise ConfigError(f"--haystack_sampling 1fps takes the first L frames at 1 fps: {self.haystack_path} has {available} "
                                   f"({self.total_frames} frames at {self.fps:g} fps), fewer than --context_lengths_max "
                                   f"{max(self.grid.lengths)}")
-        self.identity = {
-            "kind": "niah", "v": CELL_VERSION, "backend": self.spec.name, "options": self._option_identity(),
-            "haystack": haystack_id, "haystack_sampling": args.haystack_sampling,
-            "needles": [{"image": n.name, "sha256": _sha256(n.image), "question": n.question, "answer": n.answer} for n in self.needles],
-            "question_template": args.question_template, "max_new_tokens": args.max_new_tokens,
+        from cos import options as opt
+
+        backend = opt.identity(self.options.backend)
+        backend.pop("max_frames_num", None)  # the grid sets the frames
+        self.base = {
+            "kind": "niah", "v": CELL_VERSION, "backend": self.spec.name, "options": backend, "dtype": str(self.dtype),
+            "haystack": haystack_id, "haystack_sampling": args.haystack_sampling, "decoder": self.decoder,
+            "needles": [{"image": n.name, "sha256": file_sha256(n.image), "question": n.question, "answer": n.answer} for n in self.needles],
+            "question_template": args.question_template, "max_new_tokens": args.max_new_tokens, "context_budget": args.context_budget,
         }
-        self.key = make_key(self.identity)
+        self.method_identity = {"uniform": {}}
+        if "cos" in self.methods:
+            self.method_identity["cos"] = {"cos": opt.identity(self.options.cos), "scorer": opt.identity(self.options.scorer)}
+        self.keys = {m: make_key({"base": self.base, "method": m, **self.method_identity[m]}) for m in self.methods}
         self._check_folder()
         self.engine = None
 
-    def _decoder_name(self) -> str:
-        return str(self.values.get("video_decode_backend") or "auto")
+    @staticmethod
+    def _rank_device() -> str | None:
+        """Under ``accelerate launch``/``torchrun``: this process's GPU (``LOCAL_RANK``); else None (the default device)."""
+        import torch
 
-    def _option_identity(self) -> dict:
-        from cos import options as opt
-        from cos_runtime.options import ModelOptions
-
-        method = "cos" if "cos" in self.methods else "uniform"
-        parsed = ModelOptions.parse(self.spec.name, method, self.values)
-        backend = opt.identity(parsed.backend)
-        backend.pop("max_frames_num", None)  # the grid sets the frames
-        out = {"backend": backend, "dtype": str(parsed.run.torch_dtype)}
-        if method == "cos":
-            out.update(cos=opt.identity(parsed.cos), scorer=opt.identity(parsed.scorer))
-        return out
+        local = os.environ.get("LOCAL_RANK")
+        return f"cuda:{int(local)}" if local is not None and torch.cuda.is_available() else None
 
     def _check_folder(self) -> None:
         path = self.out / "config.json"
-        if path.exists():
+        try:
             old = json.loads(path.read_text())
-            if old.get("key") != self.key:
-                diff = sorted(k for k in set(old.get("identity", {})) | set(self.identity)
-                              if old.get("identity", {}).get(k) != self.identity.get(k))
-                raise ConfigError(f"{self.out} holds a grid run with other settings (they differ in: {', '.join(diff)}); "
+        except FileNotFoundError:
+            old = None
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path} is unreadable ({err}); remove it, or use another --result_dir or --name") from None
+        recorded = dict((old or {}).get("methods", {}))
+        if old is not None:
+            differ = sorted(k for k in set(old.get("base", {})) | set(self.base) if old.get("base", {}).get(k) != self.base.get(k))
+            differ += sorted(f"{m} ({k})" for m in self.methods if m in recorded for k in set(recorded[m]) | set(self.method_identity[m])
+                             if recorded[m].get(k) != self.method_identity[m].get(k))
+            if differ:
+                raise ConfigError(f"{self.out} holds a grid run with other settings (they differ in: {', '.join(differ)}); "
                                   "use another --result_dir or --name, or remove that folder")
-        else:
-            _atomic_write(path, json.dumps({"key": self.key, "identity": self.identity}, indent=2) + "\n")
+        if old is None or any(m not in recorded for m in self.methods):
+            recorded.update({m: self.method_identity[m] for m in self.methods})
+            atomic_write(path, json.dumps({"base": self.base, "methods": recorded}, indent=2) + "\n")
 
     # -- cells ---------------------------------------------------------------------------------
     def cell_path(self, method: str, length: int, depth: float) -> Path:
         return self.out / method / cell_name(length, depth)
 
-    def done(self, method: str, length: int, depth: float) -> bool:
-        path = self.cell_path(method, length, depth)
+    def read_cell(self, method: str, length: int, depth: float) -> dict | None:
+        """The cell's record when it was written with this run's settings, else None."""
         try:
-            return json.loads(path.read_text()).get("key") == self.key
+            cell = json.loads(self.cell_path(method, length, depth).read_text())
         except (OSError, json.JSONDecodeError):
-            return False
+            return None
+        return cell if cell.get("key") == self.keys[method] else None
+
+    def done(self, method: str, length: int, depth: float) -> bool:
+        cell = self.read_cell(method, length, depth)
+        return cell is not None and not (self.args.retry_oom and cell["status"] == "oom")
 
     def load_engine(self):
         if self.engine is None:
             from cos_runtime.engine import build_engine
 
-            device = self.values.get("device")
-            if not device:
-                import torch
-
-                local = os.environ.get("LOCAL_RANK")
-                device = f"cuda:{int(local)}" if local is not None and torch.cuda.is_available() else None
-            self.engine = build_engine(self.spec.name, "cos" if "cos" in self.methods else "uniform", self.values, device=device)
+            self.engine = build_engine(self.spec.name, "cos" if "cos" in self.methods else "uniform", self.values, device=self.device)
         return self.engine
 
     def haystack(self, length: int) -> Haystack:
@@ -294,7 +313,7 @@ class NiahRun:
                 return np.arange(0, total, max(1, round(fps or 1.0)), dtype=np.int64)[:length]
         model = self.engine.backend
         pixels, thumbs, got = [], [], []
-        with open_stream(self.haystack_path, rule, backend=self._decoder_name(), chunk_size=CHUNK) as stream:
+        with open_stream(self.haystack_path, rule, backend=self.decoder, chunk_size=CHUNK) as stream:
             for idx, chunk in stream.chunks():
                 pixels.append(model.preprocess(chunk))
                 thumbs.append(_thumb(chunk))
@@ -306,7 +325,7 @@ class NiahRun:
                         duration=float(duration), total=int(total))
 
     def needle_views(self, hay: Haystack) -> list[tuple[object, np.ndarray]]:
-        """Per needle: its model pixel values (the processor on the image itself) and the scorer's view."""
+        """Per needle: its model pixel values (the processor on the image itself) and the scorer's view of it."""
         from PIL import Image
 
         out = []
@@ -316,33 +335,41 @@ class NiahRun:
             out.append((self.engine.backend.preprocess(image[None]), _letterbox(image, h, w)))
         return out
 
+    def new_record(self, method: str, length: int, depth: float) -> dict:
+        return {"kind": "niah_cell", "v": CELL_VERSION, "key": self.keys[method], "name": self.args.name, "backend": self.spec.name,
+                "method": method, "context_length": length, "depth_percent": depth, "insert_point": niah.insert_point(length, depth),
+                "num_frames": length + 1, "visual_tokens": self.engine.facts.visual_tokens(length + 1), "device": str(self.engine.device)}
+
     def run_cell(self, method: str, length: int, depth: float, hay: Haystack, views) -> dict:
-        """Every needle at (length, depth) with ``method``; the cell's record (also on an out-of-memory error)."""
+        """Every needle at (length, depth) with ``method``; the cell's record (also on an out-of-memory error and when
+        a prompt exceeds the context budget: then no answer of the cell is kept)."""
         import torch
 
         from cos.pipeline import GenerationOptions
         from cos.protocol import VideoInfo
 
-        engine, k = self.engine, niah.insert_point(length, depth)
-        record = {"kind": "niah_cell", "v": CELL_VERSION, "key": self.key, "name": self.args.name, "backend": self.spec.name,
-                  "method": method, "context_length": length, "depth_percent": depth, "insert_point": k, "num_frames": length + 1,
-                  "visual_tokens": engine.facts.visual_tokens(length + 1),
-                  "device": str(engine.device)}
+        engine, record = self.engine, self.new_record(method, length, depth)
+        k = record["insert_point"]
         cuda = str(engine.device).startswith("cuda")
         if cuda:
             torch.cuda.reset_peak_memory_stats(engine.device)
-        start, answers = time.perf_counter(), []
+        start, answers, failure = time.perf_counter(), [], None
         # the needle stands where it is inserted: it takes the time of the frame it precedes (or the last one's)
         at = int(hay.indices[min(k, length - 1)])
-        indices = tuple(int(i) for i in np.insert(hay.indices, k, at))
-        video = VideoInfo(frame_indices=indices, fps=hay.fps, duration=hay.duration, total_frames=hay.total, source=self.haystack_path)
+        video = VideoInfo(frame_indices=tuple(int(i) for i in np.insert(hay.indices, k, at)), fps=hay.fps, duration=hay.duration,
+                          total_frames=hay.total, source=self.haystack_path)
         gen = GenerationOptions(max_new_tokens=self.args.max_new_tokens)
+        pixels = frames = None
         try:
+            # one buffer per cell, the needle's slot rewritten per needle (at 3000 frames the pixel values are gigabytes)
+            pixels = torch.cat([hay.pixels[:k], hay.pixels[:1], hay.pixels[k:]])
+            frames = np.concatenate([hay.thumbs[:k], hay.thumbs[:1], hay.thumbs[k:]])
             for needle, (needle_pixels, needle_view) in zip(self.needles, views):
                 question = self.args.question_template.format(question=needle.question)
-                engine.check_question(question, length + 1)
-                pixels = torch.cat([hay.pixels[:k], needle_pixels, hay.pixels[k:]])
-                frames = np.concatenate([hay.thumbs[:k], needle_view[None], hay.thumbs[k:]])
+                if self.args.context_budget == "check":
+                    engine.check_question(question, length + 1)
+                pixels[k] = needle_pixels[0]
+                frames[k] = needle_view
                 t0 = time.perf_counter()
                 result = engine.pipeline.answer(frames, question, method=method, gen=gen, video=video, pixels=pixels)
                 trace = result.trace
@@ -354,12 +381,16 @@ class NiahRun:
                     entry.update(alpha=trace.alpha, relevant_frames=int(sum(code)), needle_marked=bool(code and code[k]))
                 answers.append(entry)
         except ContextBudgetError as err:
-            record.update(status="over_context", score=None, error=str(err))
-        except (torch.OutOfMemoryError, MemoryError) as err:
-            record.update(status="oom", score=None, error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            failure = ("over_context", str(err))
+        except _oom_errors() as err:
+            failure = ("oom", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        del pixels, frames
+        if failure is not None:
+            status, error = failure
+            record.update(status=status, score=None, error=error)
             answers = []
-            if cuda:
-                torch.cuda.empty_cache()
+            if cuda and status == "oom":
+                torch.cuda.empty_cache()  # out of the except block: the traceback no longer holds the tensors
         else:
             record.update(status="ok", score=sum(a["correct"] for a in answers) / len(answers))
         record.update(answers=answers, seconds=round(time.perf_counter() - start, 4),
@@ -367,7 +398,7 @@ class NiahRun:
         return record
 
     def run(self, shard: tuple[int, int], progress: bool = True) -> int:
-        """This shard's missing cells; returns how many were computed."""
+        """This shard's cells not done yet; returns how many were computed."""
         from tqdm import tqdm
 
         mine = [cell for i, cell in enumerate(self.grid.cells()) if i % shard[1] == shard[0]]
@@ -378,37 +409,58 @@ class NiahRun:
         if not todo:
             return 0
         self.load_engine()
+        lengths = sorted({L for L, _, _ in todo})
+        longest = None
+        if self.args.haystack_sampling == "1fps":  # every length is a prefix of the longest: decode it once
+            longest = self._prepare(max(lengths))
         bar = tqdm(total=len(todo), desc=f"niah {self.args.name} shard {shard[0]}/{shard[1]}", unit="cell", disable=not progress)
-        for length in sorted({L for L, _, _ in todo}):
-            hay = self.haystack(length)
-            views = self.needle_views(hay)
-            for L, depth, method in todo:
-                if L != length:
-                    continue
-                record = self.run_cell(method, length, depth, hay, views)
+        for length in lengths:
+            cells = [(d, m) for L, d, m in todo if L == length]
+            prepared = self._prepare(length) if longest is None else longest
+            if isinstance(prepared, str):  # out of memory while preparing the haystack: every cell of this length
+                hay = views = None
+            else:
+                hay = prepared[0] if longest is None else prepared[0].first(length)
+                views = prepared[1]
+            for depth, method in cells:
+                if hay is None:
+                    record = self.new_record(method, length, depth)
+                    record.update(status="oom", score=None, error=prepared, answers=[], seconds=0.0, peak_memory_bytes=None)
+                else:
+                    record = self.run_cell(method, length, depth, hay, views)
                 record["shard"] = f"{shard[0]}/{shard[1]}"
-                _atomic_write(self.cell_path(method, length, depth), json.dumps(record, indent=1) + "\n")
-                bar.set_postfix_str(f"{method} L={length} d={depth:g}: {record['status'] if record['status'] != 'ok' else record['score']:}")
+                atomic_write(self.cell_path(method, length, depth), json.dumps(record, indent=1) + "\n")
+                bar.set_postfix_str(f"{method} L={length} d={depth:g}: {record['score'] if record['status'] == 'ok' else record['status']}")
                 bar.update()
-            del hay, views
+            del hay, views, prepared
         bar.close()
         return len(todo)
 
+    def _prepare(self, length: int):
+        """(haystack, needle views) for ``length`` frames, or the out-of-memory error's text."""
+        try:
+            hay = self.haystack(length)
+            return hay, self.needle_views(hay)
+        except _oom_errors() as err:
+            message = f"{type(err).__name__} while preparing the haystack: {str(err).splitlines()[0] if str(err) else ''}"
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return message
+
     def complete(self) -> bool:
-        return all(self.done(m, L, d) for L, d in self.grid.cells() for m in self.methods)
+        return all(self.read_cell(m, L, d) is not None for L, d in self.grid.cells() for m in self.methods)
 
 
-def plot_results(out: Path, grid: Grid, methods: list[str], name: str) -> dict:
-    """Read the cells of ``grid`` under ``out``, write ``summary.json`` and the heatmaps; returns the summary."""
+def plot_results(run: NiahRun) -> dict:
+    """Read the grid's cells (those with the run's settings), write ``summary.json`` and the heatmaps; returns the summary."""
+    grid, name = run.grid, run.args.name
     lengths, depths = list(grid.lengths), list(grid.depths)
     summary = {"name": name, "lengths": lengths, "depths": depths, "methods": {}}
     tables = {}
-    for method in methods:
-        cells = []
-        for L, d in grid.cells():
-            path = out / method / cell_name(L, d)
-            if path.exists():
-                cells.append(json.loads(path.read_text()))
+    for method in run.methods:
+        cells = [c for L, d in grid.cells() if (c := run.read_cell(method, L, d)) is not None]
         scores, status = niah.grid_table(cells, lengths, depths)
         tables[method] = (scores, status)
         answered = scores[~np.isnan(scores)]
@@ -417,17 +469,18 @@ def plot_results(out: Path, grid: Grid, methods: list[str], name: str) -> dict:
         mean = float(answered.mean()) if answered.size else None
         summary["methods"][method] = {"average": mean, "cells": counts, "scores": [[None if np.isnan(v) else float(v) for v in row]
                                                                                   for row in scores]}
-        title = f"{name} · {'CoS' if method == 'cos' else 'baseline (uniform)'} · average {mean:.3f}" if mean is not None else name
-        niah.plot_heatmap(scores, status, lengths, depths, out / f"heatmap_{method}.png", title=title)
+        label = "CoS" if method == "cos" else "baseline (uniform)"
+        title = f"{name} · {label} · average {mean:.3f}" if mean is not None else f"{name} · {label}"
+        niah.plot_heatmap(scores, status, lengths, depths, run.out / f"heatmap_{method}.png", title=title)
     if "uniform" in tables and "cos" in tables:
         diff = tables["cos"][0] - tables["uniform"][0]
         status = np.where(tables["cos"][1] != "ok", tables["cos"][1], tables["uniform"][1])
         both = diff[~np.isnan(diff)]
         mean = float(both.mean()) if both.size else None
         summary["cos_minus_uniform"] = {"average": mean, "scores": [[None if np.isnan(v) else float(v) for v in row] for row in diff]}
-        title = f"{name} · CoS − baseline · average {mean:+.3f}" if mean is not None else name
-        niah.plot_heatmap(diff, status, lengths, depths, out / "heatmap_cos_minus_uniform.png", title=title, difference=True)
-    _atomic_write(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+        title = f"{name} · CoS − baseline · average {mean:+.3f}" if mean is not None else f"{name} · CoS − baseline"
+        niah.plot_heatmap(diff, status, lengths, depths, run.out / "heatmap_cos_minus_uniform.png", title=title, difference=True)
+    atomic_write(run.out / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
 
 
@@ -465,7 +518,7 @@ def niah_command(args) -> int:
     if not args.plot_only:
         run.run(shard, progress=not args.quiet)
     if args.plot_only or run.complete():
-        summary = plot_results(run.out, run.grid, args.methods, args.name)
+        summary = plot_results(run)
         print(text_table(summary))
         print(f"[niah] heatmaps and summary.json in {run.out}")
     else:
@@ -508,6 +561,10 @@ def add_parser(subparsers):
     both(o, "max_new_tokens", type=int, default=16)
     both(o, "shard", default=None, help="i/n: run every n-th cell from the i-th (default: RANK/WORLD_SIZE under accelerate, else 0/1)")
     both(o, "plot_only", action="store_true", help="only draw the heatmaps and summary from the cells already written")
+    both(o, "retry_oom", action="store_true", help="run again the cells recorded as out of memory (e.g. on a bigger GPU)")
+    both(o, "context_budget", choices=("check", "ignore"), default="check",
+         help="check: a prompt over the model's tokenizer_model_max_length is recorded over_context (what the lmms-eval models "
+              "refuse); ignore: feed it anyway, as LongVA's V-NIAH feeds embeddings past that limit")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=niah_command, _option_names=add_model_arguments(p, selector=False, skip=("max_frames_num",)))
     return p

@@ -26,7 +26,7 @@ def _values(args, cls) -> dict:
 def model_values(args, backend: str, method: str, selector: bool = True) -> dict:
     """The option values given on the command line for ``backend`` and ``method`` (from the flags
     :func:`add_model_arguments` added), starting from the backend's documented command (``CLI_DEFAULTS``).
-    A flag of another backend, or a CoS flag with ``method="uniform"``, is refused."""
+    A flag of another backend is refused; CoS and scorer flags are ignored with ``method="uniform"``."""
     from cos.errors import ConfigError
 
     spec = registry.get(backend)

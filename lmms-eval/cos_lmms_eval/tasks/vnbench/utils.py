@@ -265,9 +265,9 @@ def process_docs(dataset):
 
     features = datasets.Features({
         "video": datasets.Value("string"), "video_name": datasets.Value("string"), "question": datasets.Value("string"),
-        "options": datasets.List(datasets.Value("string")), "gt": datasets.Value("string"), "gt_letter": datasets.Value("string"),
+        "options": datasets.Sequence(datasets.Value("string")), "gt": datasets.Value("string"), "gt_letter": datasets.Value("string"),
         "gt_option": datasets.Value("string"), "type": datasets.Value("string"), "try": datasets.Value("int64"),
-        "needle_time": datasets.List(datasets.Value("float64")), "length": datasets.Value("string"),
+        "needle_time": datasets.Sequence(datasets.Value("float64")), "length": datasets.Value("string"),
     })
     return datasets.Dataset.from_list(load_docs(), features=features)
 

@@ -1,0 +1,1 @@
+"""The ``cos_needle`` task's hooks (lmms-eval loads them by file path; a package only so that pytest tells the tasks' ``utils`` modules apart)."""
