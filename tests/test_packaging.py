@@ -146,3 +146,21 @@ def test_non_editable_install_ships_and_runs_the_needle_task(tmp_path, tiny_long
     rows = [json.loads(line) for line in samples[0].read_text().splitlines()]
     questions = json.loads((needle_data / "questions.json").read_text())
     assert sorted(r["doc_id"] for r in rows) == list(range(len(questions)))
+    # the installed copy also runs VNBench (its YAML's placeholder dataset resolves inside site-packages) and `cos niah`
+    from vnbench_fixture import build_vnbench
+
+    build_vnbench(tmp_path / "vn_data", per_type=1, frames=12)  # not ./vnbench: lmms-eval would take it for the task's folder
+    proc = subprocess.run([sys.executable, "-m", "lmms_eval", "--model", "longva", "--model_args",
+                           f"pretrained={tiny_longva_dir},max_frames_num=4", "--tasks", "vnbench", "--include_path", tasks,
+                           "--batch_size", "1", "--output_path", str(tmp_path / "vn_logs")],
+                          capture_output=True, text=True, env={**env, "VNBENCH_DIR": str(tmp_path / "vn_data")}, cwd=tmp_path, timeout=600)
+    results = list((tmp_path / "vn_logs").rglob("*_results.json"))
+    assert results, f"rc {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    metrics = json.loads(results[0].read_text())["results"]["vnbench"]
+    assert {"overall,none", "ret,none", "try_acc,none"} <= set(metrics)
+    niah = subprocess.run([sys.executable, "-m", "cos_runtime.niah", "--backend", "longva", "--model", str(tiny_longva_dir), "--methods",
+                           "uniform", "--context_lengths_min", "4", "--context_lengths_max", "4", "--context_lengths_num_intervals", "1",
+                           "--video_depth_percent_intervals", "2", "--num_needles", "1", "--result_dir", str(tmp_path / "niah"), "--quiet"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert niah.returncode == 0, niah.stderr[-3000:]
+    assert "cos_runtime/niah.py" not in niah.stderr and (tmp_path / "niah" / "longva" / "heatmap_uniform.png").is_file()

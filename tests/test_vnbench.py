@@ -328,6 +328,12 @@ def test_check_reports_where_the_vnbench_data_is(tmp_path, monkeypatch, vnbench_
     assert "videos NOT FOUND" in status.detail and "drive.google.com" in status.detail
     assert check.main(["vnbench", "--include_path", str(TASKS_DIR), "--quiet"]) == 1
     assert checker.check("cos_needle").ok and checker.check("cos_needle").detail == "data: json"  # other tasks: as before
+    # a folder named like the task in the current directory: lmms-eval would read it as a folder of YAMLs and run nothing
+    monkeypatch.setenv("VNBENCH_DIR", str(vnbench_dir))
+    monkeypatch.chdir(vnbench_dir.parent)
+    (vnbench_dir.parent / "vnbench").mkdir(exist_ok=True)
+    assert check.main(["vnbench", "--include_path", str(TASKS_DIR), "--quiet"]) == 1
+    assert "holds a folder named 'vnbench'" in check.shadowed("vnbench").detail
 
 
 def test_the_launch_script_stops_before_loading_a_model_without_the_videos(tmp_path):

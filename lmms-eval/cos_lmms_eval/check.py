@@ -12,7 +12,8 @@ lmms-eval does, which imports the task's ``utils.py`` and every ``!function`` it
   annotation and videos in ``$VNBENCH_DIR``) says where it looks and what is there itself;
 * ``MISSING`` — a module the task imports is not installed (with the pip package that provides it),
   ``HF_HOME`` is unset while the task reads it at import (NExT-QA), the task is unknown, or data that no run can
-  download is missing (``vnbench``'s videos).
+  download is missing (``vnbench``'s videos), or a folder in the current directory has the task's name (lmms-eval
+  would read it as a folder of task YAMLs and run nothing).
 
 lmms-eval's own CLI prints such failures in its log and exits 0; this check exits 1 when any task is
 not runnable, so ``scripts/eval_task.sh`` runs it before launching.
@@ -156,6 +157,15 @@ class Checker:
         return TaskStatus(name, False, f"{len(bad)} of {len(subs)} sub-tasks: " + "; ".join(causes))
 
 
+def shadowed(tasks: str) -> TaskStatus | None:
+    """lmms-eval reads a ``--tasks`` value that names a folder in the current directory as a folder of task YAMLs, not as
+    task names: with a data folder ``./vnbench`` beside you, ``--tasks vnbench`` selects no task (and the CLI exits 0)."""
+    if not os.path.isdir(tasks):
+        return None
+    return TaskStatus(tasks, False, f"the current directory holds a folder named {tasks!r}, which lmms-eval reads as a folder of task "
+                                    "YAMLs instead of the task; run from another directory (or rename that folder)")
+
+
 def _include_paths_from_config(path: str) -> list[str]:
     import yaml
 
@@ -186,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
 
     logger.remove()  # lmms-eval logs every task it indexes; the lines below are the report
     checker = Checker(include)
-    results = [checker.check(name) for name in names]
+    results = [shadowed(arg) for arg in args.tasks if shadowed(arg) is not None]  # a folder here named like the --tasks value
+    results += [checker.check(name) for name in names]
     width = max(len(r.task) for r in results)
     for r in results:
         if r.ok and args.quiet:
