@@ -39,7 +39,7 @@ from cos.cache import atomic_write
 from cos.errors import ConfigError
 
 __all__ = ["CELL_STATUSES", "DIFF_COLOURS", "HEATMAP_COLOURS", "NeedleQA", "context_lengths", "depth_percents", "grid_table",
-           "insert_point", "is_correct", "load_needle_qa", "needle_qa_json", "option_letter", "plot_heatmap", "write_needle_qa"]
+           "insert_point", "is_correct", "load_needle_qa", "option_letter", "plot_heatmap", "write_needle_qa"]
 
 #: the score colour map's anchors, 0 → 0.5 → 1 (Video-XL ``NIAH/vis.py``; LongVA's ``vision_niah`` until June 2024)
 HEATMAP_COLOURS = ("#F0496E", "#EBB839", "#0CD79F")
@@ -147,16 +147,11 @@ def load_needle_qa(qa_path: str | os.PathLike, needle_dir: str | os.PathLike) ->
     return out
 
 
-def needle_qa_json(needles: list[NeedleQA]) -> str:
-    """``needles`` as a QA file's text in Video-XL's layout (image names relative to their folder)."""
+def write_needle_qa(path: str | os.PathLike, needles: list[NeedleQA]) -> Path:
+    """Write ``needles`` as a QA file in Video-XL's layout (image names relative to their folder), atomically."""
     data = {"retrieval_question": [n.question for n in needles], "answer": [n.answer for n in needles],
             "needle": [n.name for n in needles]}
-    return json.dumps(data, indent=2) + "\n"
-
-
-def write_needle_qa(path: str | os.PathLike, needles: list[NeedleQA]) -> Path:
-    """Write ``needles`` as a QA file in Video-XL's layout (atomically)."""
-    return atomic_write(path, needle_qa_json(needles))
+    return atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------ scoring

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import tracemalloc
 
-import av
 import numpy as np
 import pytest
 import test_video
@@ -222,23 +221,18 @@ LONG_FRAMES, LONG_FPS, LONG_H, LONG_W = 3000, 25, 64, 96  # 2 minutes
 
 @pytest.fixture(scope="module")
 def long_video(tmp_path_factory):
+    from cos.synthetic import write_mp4
+
     path = tmp_path_factory.mktemp("long") / "long.mp4"
     y, x = np.mgrid[0:LONG_H, 0:LONG_W]
-    container = av.open(str(path), mode="w")
-    stream = container.add_stream("libx264", rate=LONG_FPS)
-    stream.width, stream.height, stream.pix_fmt = LONG_W, LONG_H, "yuv420p"
-    stream.options = {"preset": "ultrafast", "threads": "1"}
-    img = np.empty((LONG_H, LONG_W, 3), np.uint8)
-    for t in range(LONG_FRAMES):
-        img[..., 0], img[..., 1], img[..., 2] = (x + t) % 256, (2 * y + t) % 256, t % 256
-        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-        frame.pts = t
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return str(path)
+
+    def frames():
+        img = np.empty((LONG_H, LONG_W, 3), np.uint8)
+        for t in range(LONG_FRAMES):
+            img[..., 0], img[..., 1], img[..., 2] = (x + t) % 256, (2 * y + t) % 256, t % 256
+            yield img  # encoded before the next one is drawn
+
+    return str(write_mp4(path, frames(), LONG_W, LONG_H, LONG_FPS, options={"preset": "ultrafast", "threads": "1"}))
 
 
 @pytest.mark.parametrize("backend", ("decord", "pyav"))

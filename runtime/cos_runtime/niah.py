@@ -139,7 +139,7 @@ def synthetic_needles(folder: Path, count: int, size: int = SYNTHETIC_SIZE) -> t
         Image.fromarray(image).save(png, format="png")
         path = atomic_write(folder / f"needle_{i}.png", png.getvalue())
         needles.append(niah.NeedleQA(question=task_prompt(record), answer=record["answer"], image=str(path)))
-    atomic_write(qa_path, niah.needle_qa_json(needles))
+    niah.write_needle_qa(qa_path, needles)
     return folder, qa_path
 
 
@@ -247,6 +247,7 @@ class NiahRun:
         self.keys = {m: make_key({"base": self.base, "method": m, **self.method_identity[m]}) for m in self.methods}
         self._check_folder()
         self.engine = None
+        self._views = None  # ((h, w), needle views): see needle_views
 
     @staticmethod
     def _rank_device() -> str | None:
@@ -325,15 +326,18 @@ class NiahRun:
                         duration=float(duration), total=int(total))
 
     def needle_views(self, hay: Haystack) -> list[tuple[object, np.ndarray]]:
-        """Per needle: its model pixel values (the processor on the image itself) and the scorer's view of it."""
+        """Per needle: its model pixel values (the processor on the image itself) and the scorer's view of it, letterboxed
+        to the haystack's frame size (the same at every length: computed once)."""
         from PIL import Image
 
-        out = []
         h, w = hay.thumbs.shape[1:3]
-        for needle in self.needles:
-            image = np.asarray(Image.open(needle.image).convert("RGB"), dtype=np.uint8)
-            out.append((self.engine.backend.preprocess(image[None]), _letterbox(image, h, w)))
-        return out
+        if self._views is None or self._views[0] != (h, w):
+            views = []
+            for needle in self.needles:
+                image = np.asarray(Image.open(needle.image).convert("RGB"), dtype=np.uint8)
+                views.append((self.engine.backend.preprocess(image[None]), _letterbox(image, h, w)))
+            self._views = ((h, w), views)
+        return self._views[1]
 
     def new_record(self, method: str, length: int, depth: float) -> dict:
         return {"kind": "niah_cell", "v": CELL_VERSION, "key": self.keys[method], "name": self.args.name, "backend": self.spec.name,

@@ -403,57 +403,14 @@ def _aggregate(metric: str, items: list[dict]) -> float:
     return scores.metrics[metric]
 
 
-def aggregate_overall(items):
-    return _aggregate("overall", items)
+def _aggregator(metric: str):
+    def aggregate(items):
+        return _aggregate(metric, items)
+
+    aggregate.__name__ = aggregate.__qualname__ = f"aggregate_{metric}"
+    aggregate.__doc__ = f"lmms-eval aggregation of the ``{metric}`` metric (the YAML's ``!function utils.aggregate_{metric}``)."
+    return aggregate
 
 
-def aggregate_ret(items):
-    return _aggregate("ret", items)
-
-
-def aggregate_ord(items):
-    return _aggregate("ord", items)
-
-
-def aggregate_cnt(items):
-    return _aggregate("cnt", items)
-
-
-def aggregate_ret_edit1(items):
-    return _aggregate("ret_edit1", items)
-
-
-def aggregate_ret_insert1(items):
-    return _aggregate("ret_insert1", items)
-
-
-def aggregate_ret_insert2(items):
-    return _aggregate("ret_insert2", items)
-
-
-def aggregate_ord_edit1(items):
-    return _aggregate("ord_edit1", items)
-
-
-def aggregate_ord_insert1(items):
-    return _aggregate("ord_insert1", items)
-
-
-def aggregate_ord_insert2(items):
-    return _aggregate("ord_insert2", items)
-
-
-def aggregate_cnt_edit1(items):
-    return _aggregate("cnt_edit1", items)
-
-
-def aggregate_cnt_edit2(items):
-    return _aggregate("cnt_edit2", items)
-
-
-def aggregate_cnt_insert1(items):
-    return _aggregate("cnt_insert1", items)
-
-
-def aggregate_try_acc(items):
-    return _aggregate("try_acc", items)
+# aggregate_overall, aggregate_ret, ..., aggregate_try_acc: one per metric of the YAML's metric_list
+globals().update({f"aggregate_{m}": _aggregator(m) for m in METRICS})
